@@ -42,12 +42,21 @@ export interface BlockSource {
   changedBlocks(parent: string): Promise<ChangedBlocks>;
   /** Reads one whole block (short only for the last block of the disk). */
   readBlock(index: number): Promise<Uint8Array>;
+  /**
+   * Optional: reads the block into `target` (at least blockSize long) and returns
+   * its length, so the data mover can read into its fixed buffers without a copy.
+   */
+  readBlockInto?(index: number, target: Uint8Array): Promise<number>;
   close(): Promise<void>;
 }
 
 export interface BlockSink {
   readonly blockSize: number;
-  /** Writes one block. Blocks that are not written read back as zeros. */
+  /**
+   * Writes one block. Blocks that are not written read back as zeros. The sink
+   * must not keep a reference to `data` once the returned promise settles: the
+   * caller reuses that memory (copy it if the upload continues in the background).
+   */
   writeBlock(index: number, data: Uint8Array): Promise<void>;
   /**
    * Makes the written disk durable and returns a reference to it (path, new

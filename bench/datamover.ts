@@ -1,0 +1,140 @@
+// npm run bench:datamover [-- --size GIB] [--extra MIB] [--dir DIR] [--peers borg,restic] [--no-peers]
+//
+// Tender's data mover against borg and restic on the same disk images, in one
+// run: full backup of disk-v1, incremental of disk-v2 (with the changed-block
+// list EBS would give), restore of v2 checked byte for byte. Prints one table
+// (seconds, MB/s of image size, peak RSS, repository bytes) and the ratios
+// against the targets. Figures, never assertions: machines are noisy, so only
+// ratios taken in one run mean anything.
+
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { build } from 'esbuild';
+
+const root = resolve(import.meta.dirname, '..');
+const shared = resolve(root, '..', 'shared', 'bench');
+
+const { values } = parseArgs({
+  options: {
+    size: { type: 'string', default: '2' },
+    extra: { type: 'string', default: '0' },
+    dir: { type: 'string', default: '/tmp/tender-bench' },
+    peers: { type: 'string', default: 'borg,restic' },
+    'no-peers': { type: 'boolean', default: false },
+    threads: { type: 'string' },
+  },
+});
+const sizeGiB = Number(values.size);
+const dir = resolve(values.dir!);
+const disks = join(dir, `disks-${sizeGiB}g-${values.extra}`);
+const work = join(dir, 'work');
+
+function sh(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+function du(path: string): number {
+  return Number(sh('du', ['-sb', path]).split('\t')[0]);
+}
+
+interface Row {
+  tool: string;
+  phase: string;
+  seconds: number;
+  rssMiB: number;
+  repoBytes: number;
+  ok: string;
+}
+
+// 1. Disk images (built once per size; make-disks.sh needs root for its loop mount).
+if (!existsSync(join(disks, 'changed-blocks.json'))) {
+  console.error(`building ${sizeGiB} GiB benchmark images in ${disks} …`);
+  mkdirSync(disks, { recursive: true });
+  process.stderr.write(sh('bash', [join(shared, 'make-disks.sh'), disks, String(sizeGiB), String(values.extra)]));
+}
+const v1 = join(disks, 'disk-v1.img');
+const v2 = join(disks, 'disk-v2.img');
+const imageBytes = statSync(v1).size;
+const changed = JSON.parse(readFileSync(join(disks, 'changed-blocks.json'), 'utf8'));
+
+// 2. The worker as it ships: one esbuild bundle (the native zstd addon stays outside).
+// Inside the project so the bundle resolves node_modules (zstd-napi, the SDKs) from here.
+const bundle = join(root, 'dist', 'bench', 'tender-worker.mjs');
+await build({
+  entryPoints: [join(root, 'worker', 'main.ts')],
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  outfile: bundle,
+  packages: 'external',
+  logLevel: 'warning',
+});
+
+// 3. Tender: full, incremental, restore.
+const tw = join(work, 'tender');
+rmSync(tw, { recursive: true, force: true });
+mkdirSync(tw, { recursive: true });
+const repo = join(tw, 'repo');
+const env = { TENDER_PASSPHRASE: 'benchmark passphrase' };
+function timed(phase: string, args: string[]): Row {
+  const timeFile = join(tw, `${phase}.time`);
+  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', '-o', timeFile, process.execPath, bundle, ...args, ...(values.threads ? ['--threads', values.threads] : [])], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    cwd: root,
+  });
+  const [secs, kib] = readFileSync(timeFile, 'utf8').trim().split(/\s+/).map(Number);
+  if (r.status !== 0) console.error(`tender ${phase} failed:\n${r.stdout}\n${r.stderr}`);
+  return { tool: 'tender', phase, seconds: secs!, rssMiB: Math.round(kib! / 1024), repoBytes: existsSync(repo) ? du(repo) : 0, ok: r.status === 0 ? 'ok' : `failed(${r.status})` };
+}
+const rows: Row[] = [];
+rows.push(timed('full', ['backup', '--repo', `file:${repo}`, '--vm', 'bench', '--disk', `d0=${v1}`]));
+rows.push(timed('incremental', ['backup', '--repo', `file:${repo}`, '--vm', 'bench', '--disk', `d0=${v2}`, '--parent', `d0=${v1}`, '--changed', `d0=${join(disks, 'changed-blocks.json')}`]));
+const points = JSON.parse(sh(process.execPath, [bundle, 'ls', '--repo', `file:${repo}`, '--json'], { env }));
+const restored = join(tw, 'restored.img');
+rows.push(timed('restore', ['restore', '--repo', `file:${repo}`, '--restore-point', points.at(-1).id, '--disk', 'd0', '--target', restored]));
+const same = spawnSync('cmp', ['-s', restored, v2]).status === 0;
+rows.push({ tool: 'tender', phase: 'verify', seconds: 0, rssMiB: 0, repoBytes: 0, ok: same ? 'ok' : 'MISMATCH' });
+rmSync(restored, { force: true });
+
+// 4. The peers, in the same run.
+if (!values['no-peers']) {
+  const csv = sh('bash', [join(shared, 'peers.sh'), disks, join(work, 'peers'), ...values.peers!.split(',')]);
+  for (const line of csv.trim().split('\n').slice(1)) {
+    const [tool, phase, seconds, rss, repoBytes, ok] = line.split(',');
+    rows.push({ tool: tool!, phase: phase!, seconds: Number(seconds), rssMiB: Number(rss), repoBytes: Number(repoBytes), ok: ok! });
+  }
+}
+
+// 5. One table, then the ratios against the targets.
+const mbps = (r: Row) => (r.seconds > 0 ? (imageBytes / 1e6 / r.seconds).toFixed(0) : '-');
+console.log(`\nimages: ${(imageBytes / 2 ** 30).toFixed(1)} GiB, ${changed.changed.length} of ${changed.blocks} blocks changed in v2; ${spawnSync('nproc').stdout.toString().trim()} cores\n`);
+console.log('tool      phase         seconds   MB/s   peak RSS MiB   repo bytes      ok');
+for (const r of rows) {
+  if (r.phase === 'verify') continue;
+  console.log(`${r.tool.padEnd(9)} ${r.phase.padEnd(12)} ${r.seconds.toFixed(2).padStart(8)} ${mbps(r).padStart(6)} ${String(r.rssMiB).padStart(14)} ${String(r.repoBytes).padStart(12)}   ${r.ok}`);
+}
+for (const r of rows.filter((x) => x.phase === 'verify')) console.log(`${r.tool.padEnd(9)} restore matches disk-v2 byte for byte: ${r.ok}`);
+
+const get = (tool: string, phase: string) => rows.find((r) => r.tool === tool && r.phase === phase);
+const t = { full: get('tender', 'full')!, inc: get('tender', 'incremental')!, restore: get('tender', 'restore')! };
+const lines: string[] = [];
+const mark = (ok: boolean) => (ok ? 'met' : 'NOT MET');
+lines.push(`tender incremental / tender full time: ${(t.inc.seconds / t.full.seconds).toFixed(2)} (target ≤ 0.15: ${mark(t.inc.seconds / t.full.seconds <= 0.15)})`);
+lines.push(`tender peak RSS: ${Math.max(t.full.rssMiB, t.inc.rssMiB, t.restore.rssMiB)} MiB (target ≤ 200: ${mark(Math.max(t.full.rssMiB, t.inc.rssMiB, t.restore.rssMiB) <= 200)})`);
+for (const peer of ['borg', 'restic', 'borg-blake2', 'borg2']) {
+  const full = get(peer, 'full');
+  if (!full) continue;
+  const inc = get(peer, 'incremental')!;
+  const restore = get(peer, 'restore')!;
+  const fx = full.seconds / t.full.seconds;
+  const ix = inc.seconds / t.inc.seconds;
+  const rx = restore.seconds / t.restore.seconds;
+  lines.push(`vs ${peer}: full ${fx.toFixed(2)}× faster (target ≥ 2: ${mark(fx >= 2)}), incremental ${ix.toFixed(2)}× (${peer === 'borg' ? `target ≥ 3: ${mark(ix >= 3)}` : 'no target'}), restore ${rx.toFixed(2)}× (${peer === 'borg' ? `target ≥ 1.5: ${mark(rx >= 1.5)}` : 'no target'}), repository ${(t.inc.repoBytes / inc.repoBytes).toFixed(2)}× its size${peer === 'borg' ? ` (target ≤ 1: ${mark(t.inc.repoBytes <= inc.repoBytes)})` : ''}`);
+}
+console.log(`\n${lines.join('\n')}`);

@@ -1,0 +1,341 @@
+// The data mover end to end on local images: backup, incremental, dedup across
+// disks and VMs, restore bit for bit, wrong passphrase, corruption, crash
+// safety, prune. Images are small (a few MiB of 64 KiB blocks) so each case
+// runs in well under a second.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile, readFile, readdir, open as openFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { initRepository, openRepository, type Repository } from '../../worker/repository.js';
+import { backupVm } from '../../worker/backup.js';
+import { restoreDisk } from '../../worker/restore.js';
+import { forgetRestorePoints, listRestorePoints } from '../../worker/restore-points.js';
+import { verifyRepository } from '../../worker/verify.js';
+import { pruneRepository, acquireExclusiveLock } from '../../worker/prune.js';
+import { createImageSink, openImageSource, writeBlockDigestMap } from '../../worker/sources/image-file.js';
+import { createFolderStore } from '../../shared/local/folder-store.js';
+import { createMemoryStore } from '../support/memory-store.js';
+import { withFaults, SimulatedCrashError } from '../../shared/core/store-wrappers.js';
+import type { ObjectStore } from '../../shared/ports/object-store.js';
+import { CorruptObjectError, LockedError, NotFoundError, WrongPassphraseError } from '../../shared/core/errors.js';
+
+const BS = 64 * 1024;
+const PASS = 'a long test passphrase';
+const FAST = { scrypt: { N: 1024, r: 8, p: 1 }, blockSize: BS, packSize: 256 * 1024, threads: 2 };
+
+async function tempDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'tender-dm-'));
+}
+
+/** An image of `blocks` blocks: compressible text, random data, and zero blocks mixed. */
+function makeImage(blocks: number, seed: number): Buffer {
+  const out = Buffer.alloc(blocks * BS);
+  for (let i = 0; i < blocks; i++) {
+    const kind = (i + seed) % 4;
+    if (kind === 0) continue; // zeros
+    const block = out.subarray(i * BS, (i + 1) * BS);
+    if (kind === 1) randomBytes(BS).copy(block);
+    else block.fill(`block ${i} of image ${seed} — some text that compresses well. `);
+  }
+  return out;
+}
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+async function backupImage(repo: Repository, path: string, opts: { vmId?: string; diskId?: string; parent?: string } = {}) {
+  const source = await openImageSource(path, { blockSize: BS });
+  try {
+    return await backupVm(repo, {
+      runId: `run-${Date.now()}`,
+      policy: 'test',
+      vm: { vmId: opts.vmId ?? 'vm-1', name: 'vm one', tags: { env: 'test' } },
+      tags: { schedule: 'daily' },
+      snapshotSetId: 'set-1',
+      disks: [{ diskId: opts.diskId ?? 'root', source, snapshotRef: path, ...(opts.parent ? { parentSnapshotRef: opts.parent } : {}) }],
+    });
+  } finally {
+    await source.close();
+  }
+}
+
+async function restoreToBuffer(repo: Repository, id: string, diskId: string, dir: string): Promise<Buffer> {
+  const target = join(dir, `restore-${randomBytes(4).toString('hex')}.img`);
+  const manifest = await repo.readManifest(id);
+  const disk = manifest.disks.find((d) => d.diskId === diskId)!;
+  await restoreDisk(repo, id, diskId, await createImageSink(target, disk.sizeBytes, { blockSize: BS }));
+  return readFile(target);
+}
+
+test('a full backup restores bit for bit, stores no zero blocks and reveals no content in block IDs', async () => {
+  const dir = await tempDir();
+  try {
+    const image = makeImage(24, 1);
+    await writeFile(join(dir, 'disk.img'), image);
+    const store = createFolderStore(join(dir, 'repo'));
+    const repo = await initRepository(store, PASS, FAST);
+
+    const result = await backupImage(repo, join(dir, 'disk.img'));
+
+    assert.equal(result.disks[0]!.blocksRead, 24);
+    assert.equal(result.disks[0]!.blocksNew, 18, 'six zero blocks are not stored');
+    assert.equal(result.disks[0]!.incremental, false);
+    const back = await restoreToBuffer(repo, result.restorePointId, 'root', dir);
+    assert.equal(sha(back), sha(image));
+    // Block IDs are keyed: a plain SHA-256 of a block appears nowhere in the repository's names.
+    const plainIds = new Set(Array.from({ length: 24 }, (_, i) => sha(image.subarray(i * BS, (i + 1) * BS))));
+    for (const id of repo.index.keys()) assert.ok(!plainIds.has(id));
+    await repo.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('an incremental reads only changed blocks and still restores the whole disk', async () => {
+  const dir = await tempDir();
+  try {
+    const v1 = makeImage(32, 2);
+    const v2 = Buffer.from(v1);
+    randomBytes(BS).copy(v2, 5 * BS); // changed
+    v2.fill(0, 9 * BS, 10 * BS); // cleared
+    v2.fill('new text ', 12 * BS, 13 * BS); // changed
+    await writeFile(join(dir, 'v1.img'), v1);
+    await writeFile(join(dir, 'v2.img'), v2);
+    await writeBlockDigestMap(join(dir, 'v1.img'), BS);
+    await writeBlockDigestMap(join(dir, 'v2.img'), BS);
+    const repo = await initRepository(createMemoryStore(), PASS, FAST);
+
+    const full = await backupImage(repo, join(dir, 'v1.img'));
+    const inc = await backupImage(repo, join(dir, 'v2.img'), { parent: join(dir, 'v1.img') });
+
+    const disk = inc.disks[0]!;
+    assert.equal(disk.incremental, true);
+    assert.equal(disk.blocksRead, 3, 'only the three changed blocks are read');
+    assert.ok(disk.bytesRead < full.disks[0]!.bytesRead / 8);
+    const points = await listRestorePoints(repo);
+    assert.equal(points.length, 2);
+    assert.equal(points[1]!.parentId, full.restorePointId);
+    assert.equal(sha(await restoreToBuffer(repo, inc.restorePointId, 'root', dir)), sha(v2));
+    assert.equal(sha(await restoreToBuffer(repo, full.restorePointId, 'root', dir)), sha(v1));
+    await repo.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('an incremental that cannot diff says so and reads everything (never a silent fallback)', async () => {
+  const dir = await tempDir();
+  try {
+    await writeFile(join(dir, 'v1.img'), makeImage(8, 3));
+    await writeFile(join(dir, 'v2.img'), makeImage(8, 4));
+    const repo = await initRepository(createMemoryStore(), PASS, FAST);
+    await backupImage(repo, join(dir, 'v1.img'));
+
+    // v1 has no digest map: the source cannot compute the diff.
+    const inc = await backupImage(repo, join(dir, 'v2.img'), { parent: join(dir, 'v1.img') });
+    assert.equal(inc.disks[0]!.incremental, false);
+    assert.match(inc.disks[0]!.reason ?? '', /full read/);
+    assert.equal(inc.disks[0]!.blocksRead, 8);
+
+    // A parent the repository never saw: also a full read, with the reason.
+    const orphan = await backupImage(repo, join(dir, 'v2.img'), { parent: '/nowhere/snap.img' });
+    assert.match(orphan.disks[0]!.reason ?? '', /no restore point of disk root from snapshot \/nowhere\/snap.img/);
+    await repo.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('identical blocks are stored once across disks and across VMs', async () => {
+  const dir = await tempDir();
+  try {
+    const golden = makeImage(40, 5);
+    await writeFile(join(dir, 'golden.img'), golden);
+    const store = createMemoryStore();
+    const repo = await initRepository(store, PASS, FAST);
+    const bytes = () => [...store.objects.values()].reduce((s, o) => s + o.data.length, 0);
+
+    await backupImage(repo, join(dir, 'golden.img'), { vmId: 'vm-0' });
+    const afterOne = bytes();
+    for (let i = 1; i < 10; i++) {
+      const r = await backupImage(repo, join(dir, 'golden.img'), { vmId: `vm-${i}` });
+      assert.equal(r.disks[0]!.blocksNew, 0);
+    }
+
+    // Ten clones cost one copy of the data plus ten small manifests and block maps.
+    assert.ok(bytes() < afterOne * 1.1, `${bytes()} bytes for ten clones vs ${afterOne} for one`);
+    await repo.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a wrong passphrase and a missing repository are named, and nothing is written', async () => {
+  const store = createMemoryStore();
+  const repo = await initRepository(store, PASS, FAST);
+  await repo.close();
+  const before = store.objects.size;
+
+  await assert.rejects(openRepository(store, 'not the passphrase'), (e: Error) => e instanceof WrongPassphraseError && /does not open the repository/.test(e.message));
+  await assert.rejects(openRepository(createMemoryStore(), PASS), (e: Error) => e instanceof NotFoundError && /no Tender repository/.test(e.message));
+  assert.equal(store.objects.size, before);
+});
+
+test('a damaged pack is named by restore and by verify --read-data', async () => {
+  const dir = await tempDir();
+  try {
+    const image = makeImage(16, 6);
+    await writeFile(join(dir, 'disk.img'), image);
+    const store = createMemoryStore();
+    const repo = await initRepository(store, PASS, FAST);
+    const r = await backupImage(repo, join(dir, 'disk.img'));
+    assert.equal((await verifyRepository(repo, { readData: true })).ok, true);
+
+    const packKey = [...store.objects.keys()].find((k) => k.startsWith('data/'))!;
+    store.objects.get(packKey)!.data[100] ^= 0xff;
+
+    await assert.rejects(restoreToBuffer(repo, r.restorePointId, 'root', dir), (e: Error) => e instanceof CorruptObjectError && e.message.includes(packKey));
+    const structural = await verifyRepository(repo);
+    assert.equal(structural.ok, true, 'structure alone cannot see a flipped byte inside a blob');
+    const report = await verifyRepository(repo, { readData: true });
+    assert.equal(report.ok, false);
+    assert.ok(report.problems.some((p) => p.object === packKey && /authenticate/.test(p.message)));
+    // No partial file is left under the target name.
+    assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('restore-')), []);
+    await repo.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+for (const phase of ['pack upload', 'index write', 'manifest write'] as const) {
+  test(`a crash during ${phase} leaves a valid repository and the next run reuses what was uploaded`, async () => {
+    const dir = await tempDir();
+    try {
+      const image = makeImage(48, 7);
+      await writeFile(join(dir, 'disk.img'), image);
+      const inner = createMemoryStore();
+      const prefix = phase === 'pack upload' ? 'data/' : phase === 'index write' ? 'index/' : 'snapshots/';
+      let seen = 0;
+      const crashAfter = phase === 'pack upload' ? 1 : 0;
+      const faulty: ObjectStore = withFaults(inner, ({ method, key }) => {
+        if ((method === 'put' || method === 'putIfAbsent') && key.startsWith(prefix) && seen++ === crashAfter) return { method, error: 'crash' };
+        return undefined;
+      });
+      const repo = await initRepository(faulty, PASS, FAST);
+      await assert.rejects(backupImage(repo, join(dir, 'disk.img')), SimulatedCrashError);
+      await repo.close();
+
+      // Another process opens the repository afterwards.
+      const again = await openRepository(inner, PASS, { threads: 2 });
+      const check = await verifyRepository(again, { readData: true });
+      assert.equal(check.ok, true, JSON.stringify(check.problems));
+      assert.equal(check.restorePoints, 0, 'no restore point exists until its manifest is written');
+      const uploadedBefore = [...inner.objects.keys()].filter((k) => k.startsWith('data/')).length;
+      const r = await backupImage(again, join(dir, 'disk.img'));
+      if (uploadedBefore > 0) assert.ok(r.disks[0]!.blocksNew < 36, `reused uploaded packs (stored ${r.disks[0]!.blocksNew} of 36 new blocks again)`);
+      assert.equal(sha(await restoreToBuffer(again, r.restorePointId, 'root', dir)), sha(image));
+      assert.equal((await verifyRepository(again, { readData: true })).ok, true);
+      await again.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test('prune frees what forgotten restore points alone used, in two phases, and never what is referenced', async () => {
+  const dir = await tempDir();
+  try {
+    let now = new Date('2026-01-01T00:00:00Z');
+    const clock = () => now;
+    const store = createMemoryStore(clock);
+    const repo = await initRepository(store, PASS, { ...FAST, now: clock });
+    const a = makeImage(24, 8);
+    const b = makeImage(24, 9);
+    await writeFile(join(dir, 'a.img'), a);
+    await writeFile(join(dir, 'b.img'), b);
+    const ra = await backupImage(repo, join(dir, 'a.img'), { vmId: 'vm-a' });
+    const rb = await backupImage(repo, join(dir, 'b.img'), { vmId: 'vm-b' });
+    const packsBefore = [...store.objects.keys()].filter((k) => k.startsWith('data/')).length;
+
+    await forgetRestorePoints(repo, [ra.restorePointId]);
+    const day = 24 * 3600 * 1000;
+    now = new Date(now.getTime() + 2 * day);
+    const first = await pruneRepository(repo);
+    assert.equal(first.packsDeleted, 0, 'the first prune only marks');
+    assert.ok(first.packsMarked > 0);
+
+    now = new Date(now.getTime() + 2 * day);
+    const second = await pruneRepository(repo);
+    assert.equal(second.packsDeleted, first.packsMarked);
+    assert.ok([...store.objects.keys()].filter((k) => k.startsWith('data/')).length < packsBefore);
+
+    assert.equal(sha(await restoreToBuffer(repo, rb.restorePointId, 'root', dir)), sha(b));
+    const reopened = await openRepository(store, PASS, { threads: 2 });
+    assert.equal((await verifyRepository(reopened, { readData: true })).ok, true);
+    await reopened.close();
+    await repo.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('prune keeps young unreferenced packs (a backup may still be writing) and takes an exclusive lock', async () => {
+  const dir = await tempDir();
+  try {
+    const store = createMemoryStore();
+    const repo = await initRepository(store, PASS, FAST);
+    await writeFile(join(dir, 'a.img'), makeImage(16, 10));
+    const r = await backupImage(repo, join(dir, 'a.img'));
+    await forgetRestorePoints(repo, [r.restorePointId]);
+
+    const report = await pruneRepository(repo);
+    assert.equal(report.packsMarked, 0, 'packs younger than the safety margin are not even marked');
+
+    const lock = await acquireExclusiveLock(repo, 'someone else');
+    await assert.rejects(pruneRepository(repo), (e: Error) => e instanceof LockedError && /someone else/.test(e.message));
+    await lock.release();
+    await pruneRepository(repo);
+    await repo.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a backup after a prune marked packs stores those blocks again instead of referring to them', async () => {
+  const dir = await tempDir();
+  try {
+    let now = new Date('2026-01-01T00:00:00Z');
+    const clock = () => now;
+    const store = createMemoryStore(clock);
+    const repo = await initRepository(store, PASS, { ...FAST, now: clock });
+    const image = makeImage(16, 11);
+    await writeFile(join(dir, 'a.img'), image);
+    const r1 = await backupImage(repo, join(dir, 'a.img'));
+    await forgetRestorePoints(repo, [r1.restorePointId]);
+    now = new Date(now.getTime() + 2 * 86400_000);
+    assert.ok((await pruneRepository(repo)).packsMarked > 0);
+
+    const r2 = await backupImage(repo, join(dir, 'a.img'));
+    assert.equal(r2.disks[0]!.blocksNew, 12, 'blocks in marked packs are uploaded again');
+    now = new Date(now.getTime() + 2 * 86400_000);
+    await pruneRepository(repo);
+    assert.equal(sha(await restoreToBuffer(repo, r2.restorePointId, 'root', dir)), sha(image));
+    await repo.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('the image sink refuses to overwrite an existing file', async () => {
+  const dir = await tempDir();
+  try {
+    const fh = await openFile(join(dir, 'exists.img'), 'w');
+    await fh.close();
+    await assert.rejects(createImageSink(join(dir, 'exists.img'), BS), /already exists — restore to a new path, or pass --overwrite/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

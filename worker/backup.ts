@@ -1,0 +1,301 @@
+// Backup of one VM's snapshot set into a repository: read (only changed blocks
+// when a parent restore point exists), hash, dedup against the whole
+// repository, compress + seal on codec threads, pack, check, upload, index,
+// and last of all the manifest. Until the manifest is written the restore point
+// does not exist; everything uploaded before a crash is adopted by the next run.
+
+import { randomBytes } from 'node:crypto';
+import type { BlockSource } from '../shared/ports/block-source.js';
+import type { BackupResult, DiskBackupResult, JobProgress } from '../shared/ports/cloud.js';
+import { CorruptObjectError, TenderError, ValidationError } from '../shared/core/errors.js';
+import { mapLimit, type Repository } from './repository.js';
+import { PackBuilder, ZERO_ID, packCapacity, blockCount, checkBuiltPack, emptyBlockMap, isZeroId, mapGet, mapSet, packKey, type BuiltPack, type Manifest, type ManifestDisk, type PackEntry } from './format.js';
+import { findParent } from './restore-points.js';
+import { readDeletionMarks } from './prune.js';
+
+export interface BackupDisk {
+  diskId: string;
+  source: BlockSource;
+  /** The snapshot this disk is read from; recorded so the next run can use it as its parent. */
+  snapshotRef?: string;
+  /** The previous snapshot of the same disk: only blocks changed since it are read. */
+  parentSnapshotRef?: string;
+  device?: string;
+}
+
+export interface BackupRequest {
+  runId: string;
+  policy: string;
+  vm: { vmId: string; name: string; tags: Record<string, string> };
+  tags: Record<string, string>;
+  snapshotSetId: string;
+  disks: BackupDisk[];
+  onProgress?: (p: JobProgress) => void;
+}
+
+/** A source that failed to read: names the disk and block. */
+export class SourceReadError extends TenderError {
+  readonly retryable = false;
+}
+
+/** Uploads packs with bounded concurrency and writes an index every few packs, so a crash loses little. */
+class PackUploader {
+  private inFlight = new Set<Promise<void>>();
+  private unindexed: Array<{ id: string; size: number; entries: PackEntry[] }> = [];
+  private failure: unknown;
+  uploadedBytes = 0;
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly concurrency = 2,
+    private readonly indexEvery = 8,
+  ) {}
+
+  /** Uploads the pack; `done` runs once its buffer is free again (uploaded or failed). */
+  async add(pack: BuiltPack, done: () => void): Promise<void> {
+    if (this.failure) throw this.failure;
+    const problem = checkBuiltPack(this.repo.key.encryption, pack);
+    if (problem) throw new CorruptObjectError(packKey(pack.id), `failed its check before upload (${problem}); nothing was uploaded`);
+    while (this.inFlight.size >= this.concurrency) await Promise.race(this.inFlight);
+    if (this.failure) throw this.failure;
+    const p = (async () => {
+      try {
+        await this.repo.store.put(packKey(pack.id), pack.bytes);
+      } finally {
+        done();
+      }
+      this.uploadedBytes += pack.bytes.length;
+      this.repo.addPack(pack.id, pack.bytes.length, pack.entries);
+      this.unindexed.push({ id: pack.id, size: pack.bytes.length, entries: pack.entries });
+      if (this.unindexed.length >= this.indexEvery) await this.writeIndex();
+    })().catch((e) => {
+      this.failure ??= e;
+    });
+    const tracked = p.finally(() => this.inFlight.delete(tracked));
+    this.inFlight.add(tracked);
+  }
+
+  private async writeIndex(): Promise<void> {
+    const batch = this.unindexed;
+    this.unindexed = [];
+    if (batch.length) await this.repo.writeIndex(batch);
+  }
+
+  async finish(): Promise<void> {
+    await Promise.all(this.inFlight);
+    if (this.failure) throw this.failure;
+    await this.writeIndex();
+  }
+
+  async drain(): Promise<void> {
+    await Promise.allSettled(this.inFlight);
+  }
+}
+
+export function newRestorePointId(now: Date): string {
+  const t = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${t}-${randomBytes(4).toString('hex')}`;
+}
+
+export async function backupVm(repo: Repository, req: BackupRequest): Promise<BackupResult> {
+  const started = Date.now();
+  if (req.disks.length === 0) throw new ValidationError(`VM ${req.vm.vmId} has no disks to back up`);
+  const pool = repo.codecs();
+  await repo.adoptUnindexedPacks();
+  // Blocks in packs a prune has marked for deletion are stored again, never referenced.
+  repo.avoidPacks((await readDeletionMarks(repo)).flatMap((m) => m.record.packs));
+
+  const uploadConcurrency = 2;
+  const uploader = new PackUploader(repo, uploadConcurrency);
+  // One pack buffer being filled and one per upload in flight: memory is fixed, whatever the disk size.
+  const buffers = new BufferRing(uploadConcurrency + 1, packCapacity(repo.config.packSize, pool.slotSize));
+  let packBuf = await buffers.acquire();
+  let packer = new PackBuilder(repo.key.encryption, packBuf, repo.config.packSize);
+  const serial = serializer();
+  const flushPack = async () => {
+    const built = packer.finish();
+    const used = packBuf;
+    await uploader.add(built, () => buffers.release(used));
+    packBuf = await buffers.acquire();
+    packer = new PackBuilder(repo.key.encryption, packBuf, repo.config.packSize);
+  };
+  /** Block IDs sealed in this run but maybe not uploaded yet: never sealed twice. */
+  const pending = new Set<string>();
+
+  // Plan every disk first so progress has a total from the start.
+  const plans = await Promise.all(
+    req.disks.map(async (d) => {
+      const bs = d.source.blockSize;
+      if (bs !== repo.config.blockSize) throw new ValidationError(`disk ${d.diskId} has ${bs}-byte blocks but the repository uses ${repo.config.blockSize}`);
+      const n = blockCount(d.source.size, bs);
+      let map = emptyBlockMap(n);
+      let blocks: number[];
+      let incremental = false;
+      let reason: string | undefined;
+      let parentId: string | undefined;
+      if (d.parentSnapshotRef) {
+        const parent = await findParent(repo, req.vm.vmId, d.diskId, d.parentSnapshotRef);
+        if (!parent) {
+          reason = `no restore point of disk ${d.diskId} from snapshot ${d.parentSnapshotRef} in the repository — full read`;
+          blocks = await d.source.allocatedBlocks();
+        } else {
+          const changed = await d.source.changedBlocks(d.parentSnapshotRef);
+          if (changed.incremental && parent.disk.sizeBytes === d.source.size) {
+            map = await repo.readBlockMap(parent.disk.map, n);
+            blocks = changed.blocks;
+            incremental = true;
+            parentId = parent.manifest.id;
+          } else {
+            reason = changed.reason ?? `disk ${d.diskId} changed size since its parent — full read`;
+            blocks = changed.incremental ? await d.source.allocatedBlocks() : changed.blocks;
+          }
+        }
+      } else {
+        blocks = await d.source.allocatedBlocks();
+      }
+      return { disk: d, n, map, blocks, incremental, reason, parentId };
+    }),
+  );
+
+  const totalBytes = plans.reduce((s, p) => s + p.blocks.length * p.disk.source.blockSize, 0);
+  let doneBytes = 0;
+  let lastReport = 0;
+  const report = (diskId: string, force = false) => {
+    if (!req.onProgress) return;
+    const t = Date.now();
+    if (!force && t - lastReport < 250) return;
+    lastReport = t;
+    const secs = Math.max(0.001, (t - started) / 1000);
+    req.onProgress({ bytesDone: doneBytes, bytesTotal: totalBytes, bytesPerSecond: Math.round(doneBytes / secs), diskId });
+  };
+
+  const results: DiskBackupResult[] = [];
+  const manifestDisks: ManifestDisk[] = [];
+  // Every codec slot busy: reads run ahead of the codec threads by exactly the slots there are.
+  const readAhead = pool.slotCount;
+  try {
+    for (const plan of plans) {
+      const { disk, map } = plan;
+      let bytesRead = 0;
+      let blocksNew = 0;
+      let bytesStored = 0;
+      await mapLimit(plan.blocks, readAhead, async (i) => {
+        const slot = await pool.acquire();
+        try {
+          let len: number;
+          try {
+            if (disk.source.readBlockInto) len = await disk.source.readBlockInto(i, slot.input);
+            else {
+              const data = await disk.source.readBlock(i);
+              slot.input.set(data);
+              len = data.length;
+            }
+          } catch (e) {
+            if (e instanceof TenderError && e.retryable) throw e;
+            throw new SourceReadError(`cannot read block ${i} of disk ${disk.diskId}: ${(e as Error).message}`, { cause: e });
+          }
+          bytesRead += len;
+          const h = await pool.hash(slot, len);
+          if (h.zero) {
+            mapSet(map, i, ZERO_ID);
+          } else {
+            const hex = h.id.toString('hex');
+            mapSet(map, i, h.id);
+            if (!repo.index.has(hex) && !pending.has(hex)) {
+              pending.add(hex);
+              const sealed = await pool.encode(slot, len, h.id);
+              blocksNew++;
+              bytesStored += sealed.len;
+              await serial(async () => {
+                packer.add(h.id, slot.output.subarray(0, sealed.len), len);
+                if (packer.full) await flushPack();
+              });
+            }
+          }
+        } finally {
+          pool.release(slot);
+        }
+        doneBytes += disk.source.blockSize;
+        report(disk.diskId);
+      });
+      let dataBlocks = 0;
+      for (let i = 0; i < plan.n; i++) if (!isZeroId(mapGet(map, i))) dataBlocks++;
+      results.push({
+        diskId: disk.diskId,
+        sizeBytes: disk.source.size,
+        blocksRead: plan.blocks.length,
+        bytesRead,
+        blocksNew,
+        bytesStored,
+        incremental: plan.incremental,
+        ...(plan.reason ? { reason: plan.reason } : {}),
+      });
+      manifestDisks.push({
+        diskId: disk.diskId,
+        ...(disk.device ? { device: disk.device } : {}),
+        sizeBytes: disk.source.size,
+        blockSize: disk.source.blockSize,
+        ...(disk.snapshotRef ? { snapshotRef: disk.snapshotRef } : {}),
+        map: { key: '', sha256: '' },
+        dataBlocks,
+        incremental: plan.incremental,
+        ...(plan.reason ? { reason: plan.reason } : {}),
+      });
+    }
+    await serial(async () => {
+      if (packer.count) await flushPack();
+    });
+    await uploader.finish();
+  } catch (e) {
+    await uploader.drain();
+    throw e;
+  }
+
+  // Block maps and the manifest come last: a restore point exists only once every block it names is stored and indexed.
+  const id = newRestorePointId(repo.now());
+  for (let k = 0; k < plans.length; k++) manifestDisks[k]!.map = await repo.writeBlockMap(`${id}-${k}`, plans[k]!.map);
+  const parentIds = [...new Set(plans.map((p) => p.parentId).filter((x): x is string => !!x))];
+  const manifest: Manifest = {
+    version: 1,
+    id,
+    time: repo.now().toISOString(),
+    vm: req.vm,
+    policy: req.policy,
+    runId: req.runId,
+    snapshotSetId: req.snapshotSetId,
+    ...(parentIds.length === 1 ? { parentId: parentIds[0] } : {}),
+    tags: req.tags,
+    disks: manifestDisks,
+  };
+  await repo.writeManifest(manifest);
+  report(plans.at(-1)?.disk.diskId ?? '', true);
+  return { restorePointId: id, disks: results, seconds: (Date.now() - started) / 1000 };
+}
+
+/** Fixed pack buffers handed out and returned; acquire waits when all are in use. */
+class BufferRing {
+  private readonly free: Buffer[];
+  private readonly waiting: Array<(b: Buffer) => void> = [];
+  constructor(count: number, size: number) {
+    this.free = Array.from({ length: count }, () => Buffer.allocUnsafeSlow(size));
+  }
+  acquire(): Promise<Buffer> {
+    const b = this.free.pop();
+    return b ? Promise.resolve(b) : new Promise((resolve) => this.waiting.push(resolve));
+  }
+  release(b: Buffer): void {
+    const w = this.waiting.shift();
+    if (w) w(b);
+    else this.free.push(b);
+  }
+}
+
+/** Runs the given async functions one after another, in call order. */
+function serializer(): <T>(fn: () => Promise<T>) => Promise<T> {
+  let chain: Promise<unknown> = Promise.resolve();
+  return <T>(fn: () => Promise<T>) => {
+    const p = chain.then(fn);
+    chain = p.catch(() => undefined);
+    return p;
+  };
+}

@@ -1,0 +1,300 @@
+// tender-worker: the data mover's command line. The pipeline's worker runs the
+// same functions through worker/agent.ts; this CLI is for people (restore,
+// verify, prune, ls) and for the benchmark.
+
+import { parseArgs } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { BlockSource } from '../shared/ports/block-source.js';
+import type { JobProgress } from '../shared/ports/cloud.js';
+import { ConfigError, CorruptObjectError, TenderError, ValidationError, toError } from '../shared/core/errors.js';
+import { openStoreFromUrl } from './store-from-url.js';
+import { initRepository, openOrInitRepository, openRepository, type Repository } from './repository.js';
+import { backupVm } from './backup.js';
+import { restoreDisk } from './restore.js';
+import { forgetRestorePoints, listRestorePoints } from './restore-points.js';
+import { verifyRepository } from './verify.js';
+import { pruneRepository, DEFAULT_SAFETY_MARGIN_MS } from './prune.js';
+import { createImageSink, openImageSource } from './sources/image-file.js';
+
+export interface CliIo {
+  stdout: (s: string) => void;
+  stderr: (s: string) => void;
+  isTTY: boolean;
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+}
+
+const HELP = `tender-worker — Tender's data mover: an encrypted, deduplicating block repository
+
+Usage:
+  tender-worker init     --repo URL
+  tender-worker backup   --repo URL --vm ID --disk ID=IMAGE [--disk …] [--parent ID=PARENT_IMAGE]
+                         [--changed ID=changed-blocks.json] [--name NAME] [--policy NAME] [--tag K=V] [--json]
+  tender-worker restore  --repo URL --restore-point ID --disk ID --target PATH [--overwrite] [--json]
+  tender-worker ls       --repo URL [--vm ID] [--json]
+  tender-worker verify   --repo URL [--read-data | --read-data-subset PERCENT%] [--json]
+  tender-worker forget   --repo URL RESTORE_POINT_ID…
+  tender-worker prune    --repo URL [--dry-run] [--safety-margin-hours H] [--json]
+
+Repository URL: file:/abs/path, file:relative/path, s3://bucket/prefix, azblob://account/container/prefix
+  (or TENDER_REPOSITORY). The passphrase comes from --passphrase-file FILE or TENDER_PASSPHRASE.
+  backup creates the repository on first use.
+
+Incremental: --parent names the snapshot the previous restore point of that disk was read from;
+  only blocks changed since it are read (from the images' block digest maps, or from
+  --changed, a JSON file {"blockSize": 524288, "changed": [block indices]}).
+
+Exit codes: 0 done, 1 failed (the message says why and what to do), 2 bad arguments.
+`;
+
+class UsageError extends ValidationError {}
+
+function pairs(values: string[] | undefined, flag: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const v of values ?? []) {
+    const at = v.indexOf('=');
+    if (at <= 0) throw new UsageError(`${flag} expects ID=VALUE, got "${v}"`);
+    out.set(v.slice(0, at), v.slice(at + 1));
+  }
+  return out;
+}
+
+function fmtBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i ? 2 : 0)} ${units[i]}`;
+}
+
+function progressPrinter(io: CliIo, label: string): { onProgress: (p: JobProgress) => void; done: () => void } {
+  if (!io.isTTY) return { onProgress: () => undefined, done: () => undefined };
+  let shown = false;
+  return {
+    onProgress: (p) => {
+      const eta = p.bytesPerSecond > 0 ? Math.max(0, (p.bytesTotal - p.bytesDone) / p.bytesPerSecond) : 0;
+      const mm = Math.floor(eta / 60);
+      const ss = String(Math.round(eta % 60)).padStart(2, '0');
+      io.stderr(`\r${label} ${p.diskId ?? ''}  ${fmtBytes(p.bytesDone)} / ${fmtBytes(p.bytesTotal)}  ${(p.bytesPerSecond / 1e6).toFixed(0)} MB/s  ETA ${mm}:${ss}   `);
+      shown = true;
+    },
+    done: () => {
+      if (shown) io.stderr('\n');
+    },
+  };
+}
+
+async function passphrase(values: Record<string, unknown>, io: CliIo): Promise<string> {
+  const file = values['passphrase-file'] as string | undefined;
+  if (file) {
+    try {
+      return (await readFile(resolve(io.cwd, file), 'utf8')).replace(/\r?\n$/, '');
+    } catch (e: any) {
+      throw new ConfigError(`cannot read the passphrase file ${file} (${e?.code ?? e?.message})`);
+    }
+  }
+  const env = io.env.TENDER_PASSPHRASE;
+  if (!env) throw new ConfigError('no passphrase: pass --passphrase-file FILE or set TENDER_PASSPHRASE');
+  return env;
+}
+
+async function changedFromFile(path: string, blockSize: number): Promise<number[]> {
+  let raw: any;
+  try {
+    raw = JSON.parse(await readFile(path, 'utf8'));
+  } catch (e: any) {
+    throw new UsageError(`cannot read changed blocks from ${path}: ${e?.message}`);
+  }
+  if (!Array.isArray(raw?.changed) || raw.changed.some((x: unknown) => !Number.isInteger(x) || (x as number) < 0)) {
+    throw new UsageError(`${path} must hold {"blockSize": N, "changed": [block indices]}`);
+  }
+  if (raw.blockSize !== undefined && raw.blockSize !== blockSize) throw new UsageError(`${path} lists ${raw.blockSize}-byte blocks; the repository uses ${blockSize}`);
+  return raw.changed as number[];
+}
+
+export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    io.stdout(HELP);
+    return command ? 0 : 2;
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: command === 'forget',
+      options: {
+        repo: { type: 'string' },
+        'passphrase-file': { type: 'string' },
+        json: { type: 'boolean' },
+        vm: { type: 'string' },
+        name: { type: 'string' },
+        policy: { type: 'string' },
+        disk: { type: 'string', multiple: true },
+        parent: { type: 'string', multiple: true },
+        changed: { type: 'string', multiple: true },
+        tag: { type: 'string', multiple: true },
+        'restore-point': { type: 'string' },
+        target: { type: 'string' },
+        overwrite: { type: 'boolean' },
+        'read-data': { type: 'boolean' },
+        'read-data-subset': { type: 'string' },
+        'dry-run': { type: 'boolean' },
+        'safety-margin-hours': { type: 'string' },
+        threads: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (e) {
+    io.stderr(`tender-worker: ${(e as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  const v = parsed.values as Record<string, any>;
+  if (v.help) {
+    io.stdout(HELP);
+    return 0;
+  }
+  const json = !!v.json;
+  const out = (obj: unknown, text: string) => io.stdout(json ? `${JSON.stringify(obj, null, 2)}\n` : text);
+  let repo: Repository | undefined;
+  try {
+    const url = (v.repo as string | undefined) ?? io.env.TENDER_REPOSITORY;
+    if (!url) throw new UsageError('no repository: pass --repo URL (file:…, s3://…, azblob://…) or set TENDER_REPOSITORY');
+    const store = await openStoreFromUrl(url, { cwd: io.cwd });
+    const pass = await passphrase(v, io);
+    const threads = v.threads ? Number(v.threads) : undefined;
+    switch (command) {
+      case 'init': {
+        repo = await initRepository(store, pass, { threads });
+        out({ repository: store.location, id: repo.config.id }, `created repository ${repo.config.id} at ${store.location}\n`);
+        return 0;
+      }
+      case 'backup': {
+        if (!v.vm) throw new UsageError('backup needs --vm ID');
+        const disks = pairs(v.disk, '--disk');
+        if (disks.size === 0) throw new UsageError('backup needs at least one --disk ID=IMAGE');
+        const parents = pairs(v.parent, '--parent');
+        const changed = pairs(v.changed, '--changed');
+        for (const id of [...parents.keys(), ...changed.keys()]) if (!disks.has(id)) throw new UsageError(`--parent/--changed name disk "${id}", which no --disk gives`);
+        for (const id of changed.keys()) if (!parents.has(id)) throw new UsageError(`--changed ${id}=… needs --parent ${id}=… (the snapshot the changes are relative to)`);
+        repo = await openOrInitRepository(store, pass, { threads });
+        const sources: BlockSource[] = [];
+        try {
+          const reqDisks = [];
+          for (const [diskId, path] of disks) {
+            const image = resolve(io.cwd, path);
+            const src = await openImageSource(image, { blockSize: repo.config.blockSize });
+            sources.push(src);
+            const changedFile = changed.get(diskId);
+            const source: BlockSource = changedFile
+              ? { ...src, changedBlocks: async () => ({ blocks: await changedFromFile(resolve(io.cwd, changedFile), src.blockSize), incremental: true }) }
+              : src;
+            const parent = parents.get(diskId);
+            reqDisks.push({ diskId, source, snapshotRef: image, ...(parent ? { parentSnapshotRef: resolve(io.cwd, parent) } : {}) });
+          }
+          const progress = progressPrinter(io, 'backup');
+          const tags = Object.fromEntries(pairs(v.tag, '--tag'));
+          const result = await backupVm(repo, {
+            runId: `cli-${Date.now()}`,
+            policy: v.policy ?? 'manual',
+            vm: { vmId: v.vm, name: v.name ?? v.vm, tags: {} },
+            tags,
+            snapshotSetId: `cli-${Date.now()}`,
+            disks: reqDisks,
+            onProgress: progress.onProgress,
+          });
+          progress.done();
+          const lines = result.disks.map(
+            (d) =>
+              `  ${d.diskId}: read ${fmtBytes(d.bytesRead)} (${d.blocksRead} blocks${d.incremental ? ', changed only' : ''}), new ${d.blocksNew} blocks, stored ${fmtBytes(d.bytesStored)}${d.reason ? `\n    note: ${d.reason}` : ''}`,
+          );
+          out(result, `restore point ${result.restorePointId} in ${result.seconds.toFixed(1)} s\n${lines.join('\n')}\n`);
+        } finally {
+          for (const s of sources) await s.close();
+        }
+        return 0;
+      }
+      case 'restore': {
+        const rp = v['restore-point'];
+        if (!rp || !v.disk?.[0] || !v.target) throw new UsageError('restore needs --restore-point ID --disk ID --target PATH');
+        repo = await openRepository(store, pass, { threads });
+        const manifest = await repo.readManifest(rp);
+        const disk = manifest.disks.find((d) => d.diskId === v.disk[0]);
+        if (!disk) throw new UsageError(`restore point ${rp} has no disk "${v.disk[0]}" — it has: ${manifest.disks.map((d) => d.diskId).join(', ')}`);
+        const sink = await createImageSink(resolve(io.cwd, v.target), disk.sizeBytes, { blockSize: disk.blockSize, overwrite: !!v.overwrite });
+        const progress = progressPrinter(io, 'restore');
+        const t = Date.now();
+        const res = await restoreDisk(repo, rp, disk.diskId, sink, progress.onProgress);
+        progress.done();
+        out({ ...res, seconds: (Date.now() - t) / 1000 }, `restored ${disk.diskId} of ${rp} to ${res.target} (${fmtBytes(res.sizeBytes)}, ${fmtBytes(res.bytesWritten)} of data) in ${((Date.now() - t) / 1000).toFixed(1)} s\n`);
+        return 0;
+      }
+      case 'ls': {
+        repo = await openRepository(store, pass, { threads });
+        const points = await listRestorePoints(repo, v.vm ? { vmId: v.vm } : {});
+        const text = points.length
+          ? points.map((p) => `${p.id}  ${p.time}  vm=${p.vmId}  policy=${p.policy}  disks=${p.disks.map((d) => `${d.diskId}(${fmtBytes(d.sizeBytes)}${d.incremental ? ', incremental' : ''})`).join(',')}`).join('\n') + '\n'
+          : 'no restore points\n';
+        out(points, text);
+        return 0;
+      }
+      case 'verify': {
+        repo = await openRepository(store, pass, { threads });
+        let readData: boolean | number = !!v['read-data'];
+        if (v['read-data-subset']) {
+          const m = /^(\d+(?:\.\d+)?)%$/.exec(v['read-data-subset']);
+          if (!m || Number(m[1]) <= 0 || Number(m[1]) > 100) throw new UsageError('--read-data-subset takes a percentage, e.g. 10%');
+          readData = Number(m[1]) / 100;
+        }
+        const report = await verifyRepository(repo, { readData });
+        const text = `${report.ok ? 'ok' : 'PROBLEMS FOUND'}: ${report.restorePoints} restore points, ${report.packs} packs, ${report.blobs} blocks${readData ? `; read ${report.packsRead} packs, checked ${report.blobsChecked} blocks` : ''}\n${report.problems.map((p) => `  ${p.object}: ${p.message}`).join('\n')}${report.problems.length ? '\n' : ''}`;
+        out(report, text);
+        return report.ok ? 0 : 1;
+      }
+      case 'forget': {
+        if (parsed.positionals.length === 0) throw new UsageError('forget needs the IDs of the restore points to delete');
+        repo = await openRepository(store, pass, { threads });
+        await forgetRestorePoints(repo, parsed.positionals);
+        out({ forgotten: parsed.positionals }, `forgot ${parsed.positionals.length} restore point(s); run prune to free their space\n`);
+        return 0;
+      }
+      case 'prune': {
+        repo = await openRepository(store, pass, { threads });
+        const hours = v['safety-margin-hours'] !== undefined ? Number(v['safety-margin-hours']) : undefined;
+        if (hours !== undefined && !(hours >= 0)) throw new UsageError('--safety-margin-hours takes a number of hours ≥ 0');
+        const report = await pruneRepository(repo, { dryRun: !!v['dry-run'], safetyMarginMs: hours === undefined ? DEFAULT_SAFETY_MARGIN_MS : hours * 3600_000 });
+        out(report, `${report.dryRun ? '(dry run) ' : ''}deleted ${report.packsDeleted} packs (${fmtBytes(report.bytesFreed)}), marked ${report.packsMarked} for deletion at a later prune, kept ${report.packsKept}\n`);
+        return 0;
+      }
+      default:
+        io.stderr(`tender-worker: unknown command "${command}"\n\n${HELP}`);
+        return 2;
+    }
+  } catch (e) {
+    const err = toError(e);
+    if (err instanceof UsageError) {
+      io.stderr(`tender-worker: ${err.message}\n`);
+      return 2;
+    }
+    const name = err instanceof TenderError ? err.name : 'Error';
+    if (json) io.stdout(`${JSON.stringify({ error: { name, message: err.message } })}\n`);
+    io.stderr(`tender-worker ${command}: ${err instanceof CorruptObjectError ? 'corrupt object ' : ''}${err.message}\n`);
+    return 1;
+  } finally {
+    await repo?.close();
+  }
+}
+
+export async function main(): Promise<void> {
+  const code = await runWorkerCli(process.argv.slice(2), {
+    stdout: (s) => process.stdout.write(s),
+    stderr: (s) => process.stderr.write(s),
+    isTTY: !!process.stderr.isTTY,
+    env: process.env,
+    cwd: process.cwd(),
+  });
+  process.exitCode = code;
+}

@@ -1,0 +1,248 @@
+// The CPU-heavy half of the data mover — keyed hashing, zstd, AES-GCM and the
+// check that every sealed blob decodes back to its input — runs on worker
+// threads so that every core compresses while the main thread reads and uploads.
+//
+// Memory is fixed up front: a ring of slots in shared memory, each an input
+// and an output buffer one block (plus seal overhead) long. The main thread
+// reads a block straight into a slot, the threads work in place, and the main
+// thread copies the sealed result into the pack. Nothing per block is
+// allocated on the main thread, so peak memory does not grow with the disk.
+//
+// Hashing and encoding are two messages: the main thread owns the dedup index,
+// so it learns a block's ID first and asks for the (expensive) compression only
+// when the block is new. Ten VMs cloned from one image cost ten hashes per
+// block, not ten compressions.
+//
+// The thread body is plain JavaScript evaluated from a string, so the same
+// code runs from TypeScript sources (tsx), from the esbuild worker bundle and
+// on the worker machine without a second file to ship.
+
+import { Worker } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+import { createRequire } from 'node:module';
+
+const THREAD_SOURCE = String.raw`
+const { parentPort, workerData } = require('node:worker_threads');
+const crypto = require('node:crypto');
+const zstd = require(workerData.zstdPath);
+const encKey = Buffer.from(workerData.encKey);
+const idKey = Buffer.from(workerData.idKey);
+const slotSize = workerData.slotSize;
+const inputs = Buffer.from(workerData.inputs);
+const outputs = Buffer.from(workerData.outputs);
+const compressor = new zstd.Compressor();
+compressor.setParameters({ compressionLevel: workerData.level });
+const decompressor = new zstd.Decompressor();
+const CODEC_NONE = 0, CODEC_ZSTD = 1;
+const aadPrefix = Buffer.from('tender-v1:block:', 'utf8');
+const zero = Buffer.alloc(65536);
+
+function input(slot, len) { return inputs.subarray(slot * slotSize, slot * slotSize + len); }
+function output(slot) { return outputs.subarray(slot * slotSize, (slot + 1) * slotSize); }
+function isZero(b) {
+  for (let i = 0; i < b.length; i += zero.length) {
+    const end = Math.min(b.length, i + zero.length);
+    if (!b.subarray(i, end).equals(zero.subarray(0, end - i))) return false;
+  }
+  return true;
+}
+// Sealed layout: [cipher=1][nonce 12][ciphertext][tag 16]; plaintext = [codec][payload].
+function sealInto(out, codec, payload, aad) {
+  const nonce = crypto.randomBytes(12);
+  const c = crypto.createCipheriv('aes-256-gcm', encKey, nonce);
+  c.setAAD(aad);
+  out[0] = 1; nonce.copy(out, 1);
+  let at = 13;
+  at += c.update(Buffer.of(codec)).copy(out, at);
+  at += c.update(payload).copy(out, at);
+  at += c.final().copy(out, at);
+  at += c.getAuthTag().copy(out, at);
+  return at;
+}
+function openSealed(sealed, aad) {
+  if (sealed.length < 30 || sealed[0] !== 1) return undefined;
+  const d = crypto.createDecipheriv('aes-256-gcm', encKey, sealed.subarray(1, 13));
+  d.setAAD(aad); d.setAuthTag(sealed.subarray(sealed.length - 16));
+  try { const a = d.update(sealed.subarray(13, sealed.length - 16)); const b = d.final(); return b.length ? Buffer.concat([a, b]) : a; } catch { return undefined; }
+}
+function decodePlain(plain) {
+  if (plain[0] === CODEC_NONE) return plain.subarray(1);
+  if (plain[0] === CODEC_ZSTD) return decompressor.decompress(plain.subarray(1));
+  throw new Error('unknown codec ' + plain[0]);
+}
+
+parentPort.on('message', (m) => {
+  try {
+    if (m.op === 'hash') {
+      const data = input(m.slot, m.len);
+      if (isZero(data)) { parentPort.postMessage({ req: m.req, zero: true }); return; }
+      const id = crypto.createHmac('sha256', idKey).update(data).digest();
+      parentPort.postMessage({ req: m.req, zero: false, id });
+    } else if (m.op === 'encode') {
+      const data = input(m.slot, m.len);
+      const id = Buffer.from(m.id);
+      const aad = Buffer.concat([aadPrefix, id]);
+      const packed = compressor.compress(data);
+      // Stored raw when zstd saves under 2%: restore then skips decompression.
+      const useZstd = packed.length < data.length * 0.98;
+      const out = output(m.slot);
+      const len = sealInto(out, useZstd ? CODEC_ZSTD : CODEC_NONE, useZstd ? packed : data, aad);
+      // Decode what is about to be stored and compare with the input: a codec
+      // bug must fail this backup, not a restore years later.
+      const back = openSealed(out.subarray(0, len), aad);
+      const raw = back && decodePlain(back);
+      if (!raw || !raw.equals(data)) throw new Error('self-check failed: the sealed block does not decode to its input');
+      parentPort.postMessage({ req: m.req, len, codec: useZstd ? 'zstd' : 'none' });
+    } else if (m.op === 'decode') {
+      const id = Buffer.from(m.id);
+      const plain = openSealed(input(m.slot, m.len), Buffer.concat([aadPrefix, id]));
+      if (!plain) { parentPort.postMessage({ req: m.req, error: 'does not authenticate (damaged, or not this repository\'s)' }); return; }
+      const raw = decodePlain(plain);
+      if (raw.length !== m.rawLength) { parentPort.postMessage({ req: m.req, error: 'decoded to ' + raw.length + ' bytes, expected ' + m.rawLength }); return; }
+      if (m.checkId && !crypto.createHmac('sha256', idKey).update(raw).digest().equals(id)) {
+        parentPort.postMessage({ req: m.req, error: 'content does not match its block ID' }); return;
+      }
+      raw.copy(output(m.slot));
+      parentPort.postMessage({ req: m.req, len: raw.length });
+    }
+  } catch (e) {
+    parentPort.postMessage({ req: m.req, error: String(e && e.message || e) });
+  }
+});
+`;
+
+interface Pending {
+  resolve(v: any): void;
+  reject(e: Error): void;
+}
+
+class Thread {
+  readonly pending = new Map<number, Pending>();
+  failed?: Error;
+  constructor(readonly worker: Worker) {
+    worker.on('message', (m: any) => {
+      const p = this.pending.get(m.req);
+      if (!p) return;
+      this.pending.delete(m.req);
+      if (m.error) p.reject(new Error(m.error));
+      else p.resolve(m);
+    });
+    worker.on('error', (e) => this.failAll(e));
+    worker.on('exit', (code) => this.failAll(new Error(`codec thread exited with code ${code}`)));
+  }
+  failAll(e: Error) {
+    this.failed ??= e;
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+  }
+}
+
+/** One block's worth of shared memory: read into `input`, find the result in `output`. */
+export interface Slot {
+  readonly index: number;
+  /** blockSize + seal overhead bytes. */
+  readonly input: Buffer;
+  readonly output: Buffer;
+}
+
+export interface CodecPoolOptions {
+  encryptionKey: Buffer;
+  idKey: Buffer;
+  blockSize: number;
+  /** zstd level (default 3). */
+  level?: number;
+  /** Threads (default: every core). */
+  threads?: number;
+  /** Slots per thread: blocks in flight (default 4). */
+  depth?: number;
+}
+
+export class CodecPool {
+  private readonly threads: Thread[];
+  private readonly slots: Slot[];
+  private readonly free: Slot[];
+  private readonly waiting: Array<(s: Slot) => void> = [];
+  private seq = 0;
+  private next = 0;
+  readonly slotSize: number;
+
+  constructor(opts: CodecPoolOptions) {
+    const require = createRequire(import.meta.url);
+    const zstdPath = require.resolve('zstd-napi');
+    const n = Math.max(1, opts.threads ?? availableParallelism());
+    const count = n * (opts.depth ?? 4);
+    // Room for a block stored raw plus its seal, or a zstd frame that grew a little.
+    this.slotSize = opts.blockSize + 4096;
+    const inputs = new SharedArrayBuffer(count * this.slotSize);
+    const outputs = new SharedArrayBuffer(count * this.slotSize);
+    this.slots = Array.from({ length: count }, (_, index) => ({
+      index,
+      input: Buffer.from(inputs, index * this.slotSize, this.slotSize),
+      output: Buffer.from(outputs, index * this.slotSize, this.slotSize),
+    }));
+    this.free = [...this.slots];
+    this.threads = Array.from({ length: n }, () => {
+      const w = new Worker(THREAD_SOURCE, {
+        eval: true,
+        workerData: { zstdPath, encKey: opts.encryptionKey, idKey: opts.idKey, level: opts.level ?? 3, slotSize: this.slotSize, inputs, outputs },
+      });
+      w.unref();
+      return new Thread(w);
+    });
+  }
+
+  get size(): number {
+    return this.threads.length;
+  }
+
+  get slotCount(): number {
+    return this.slots.length;
+  }
+
+  /** Waits for a free slot. Every acquired slot must be released. */
+  acquire(): Promise<Slot> {
+    const s = this.free.pop();
+    if (s) return Promise.resolve(s);
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  release(slot: Slot): void {
+    const w = this.waiting.shift();
+    if (w) w(slot);
+    else this.free.push(slot);
+  }
+
+  private call(msg: Record<string, unknown>): Promise<any> {
+    // Least-loaded thread, round-robin among equals.
+    let t = this.threads[this.next++ % this.threads.length]!;
+    for (const x of this.threads) if (x.pending.size < t.pending.size) t = x;
+    if (t.failed) return Promise.reject(t.failed);
+    const req = ++this.seq;
+    return new Promise((resolve, reject) => {
+      t.pending.set(req, { resolve, reject });
+      t.worker.postMessage({ ...msg, req });
+    });
+  }
+
+  /** Keyed hash of slot.input[0, len); all-zero blocks come back as `zero` (never stored). */
+  async hash(slot: Slot, len: number): Promise<{ zero: true } | { zero: false; id: Buffer }> {
+    const m = await this.call({ op: 'hash', slot: slot.index, len });
+    return m.zero ? { zero: true } : { zero: false, id: Buffer.from(m.id) };
+  }
+
+  /** Compresses and seals slot.input[0, len) into slot.output; returns the sealed length. Self-checked. */
+  async encode(slot: Slot, len: number, id: Buffer): Promise<{ len: number; codec: 'zstd' | 'none' }> {
+    const m = await this.call({ op: 'encode', slot: slot.index, len, id });
+    return { len: m.len, codec: m.codec };
+  }
+
+  /** Opens the sealed block in slot.input[0, len) into slot.output; returns the raw length. */
+  async decode(slot: Slot, len: number, id: Buffer, rawLength: number, checkId = false): Promise<number> {
+    const m = await this.call({ op: 'decode', slot: slot.index, len, id, rawLength, checkId });
+    return m.len;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.threads.map((t) => t.worker.terminate()));
+  }
+}

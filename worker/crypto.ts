@@ -1,0 +1,127 @@
+// Keys and sealing for the repository (docs/repository-format.md, "Encryption").
+//
+// One master key per repository: 32 bytes for AES-256-GCM and 32 bytes for the
+// keyed block ID (HMAC-SHA-256). It is never stored in the clear: each
+// `keys/<id>` object wraps it under a key derived from a passphrase (scrypt) or
+// under a cloud KMS key. Every object the repository writes is sealed with the
+// master key; the AAD binds a sealed blob to what it claims to be (its block ID,
+// or the kind and name of a metadata object), so a blob moved, swapped or
+// replayed under another name fails authentication.
+
+import { createCipheriv, createDecipheriv, createHmac, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
+import { WrongPassphraseError } from '../shared/core/errors.js';
+
+export const CIPHER_AES_256_GCM = 1;
+const NONCE = 12;
+const TAG = 16;
+/** Bytes a sealed object adds to its plaintext: cipher byte, nonce, tag. */
+export const SEAL_OVERHEAD = 1 + NONCE + TAG;
+
+export interface MasterKey {
+  /** AES-256-GCM key for every sealed object. */
+  encryption: Buffer;
+  /** HMAC-SHA-256 key for block IDs: IDs reveal nothing about content to whoever holds the repository. */
+  id: Buffer;
+}
+
+export function newMasterKey(): MasterKey {
+  return { encryption: randomBytes(32), id: randomBytes(32) };
+}
+
+export function masterKeyBytes(k: MasterKey): Buffer {
+  return Buffer.concat([k.encryption, k.id]);
+}
+
+export function masterKeyFromBytes(b: Uint8Array): MasterKey {
+  if (b.length !== 64) throw new Error(`master key must be 64 bytes, got ${b.length}`);
+  const buf = Buffer.from(b);
+  return { encryption: buf.subarray(0, 32), id: buf.subarray(32, 64) };
+}
+
+export function blockId(key: MasterKey, data: Uint8Array): Buffer {
+  return createHmac('sha256', key.id).update(data).digest();
+}
+
+/** Encrypts with a fresh random nonce: [cipher=1][nonce 12][ciphertext][tag 16]. */
+export function seal(encKey: Buffer, plaintext: Uint8Array, aad: Uint8Array): Buffer {
+  const nonce = randomBytes(NONCE);
+  const c = createCipheriv('aes-256-gcm', encKey, nonce);
+  c.setAAD(aad);
+  const body = c.update(plaintext);
+  const fin = c.final();
+  return Buffer.concat([Buffer.of(CIPHER_AES_256_GCM), nonce, body, fin, c.getAuthTag()]);
+}
+
+/** Decrypts and authenticates; returns undefined when authentication fails (the caller names the object). */
+export function open(encKey: Buffer, sealed: Uint8Array, aad: Uint8Array): Buffer | undefined {
+  if (sealed.length < SEAL_OVERHEAD || sealed[0] !== CIPHER_AES_256_GCM) return undefined;
+  const buf = Buffer.isBuffer(sealed) ? sealed : Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
+  const nonce = buf.subarray(1, 1 + NONCE);
+  const tag = buf.subarray(buf.length - TAG);
+  const d = createDecipheriv('aes-256-gcm', encKey, nonce);
+  d.setAAD(aad);
+  d.setAuthTag(tag);
+  try {
+    const out = d.update(buf.subarray(1 + NONCE, buf.length - TAG));
+    d.final();
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+
+export function aadFor(kind: string, name: string): Buffer {
+  return Buffer.from(`tender-v1:${kind}:${name}`, 'utf8');
+}
+
+export interface ScryptParams {
+  N: number;
+  r: number;
+  p: number;
+}
+
+/** ~100 ms and 32 MiB on a current core: slow enough to make guessing expensive, fast enough for every run. */
+export const DEFAULT_SCRYPT: ScryptParams = { N: 1 << 15, r: 8, p: 1 };
+
+function deriveKek(passphrase: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    scryptCb(passphrase.normalize('NFC'), salt, 32, { ...params, maxmem: 256 * params.N * params.r + 1024 * 1024 }, (err, key) =>
+      err ? reject(err) : resolve(key),
+    ),
+  );
+}
+
+/** The `keys/<id>` record for a passphrase. */
+export interface PassphraseKeyRecord {
+  kind: 'passphrase';
+  kdf: 'scrypt';
+  params: ScryptParams;
+  salt: string;
+  /** Master key sealed under the derived key, base64. */
+  wrapped: string;
+  created: string;
+}
+
+export async function wrapWithPassphrase(master: MasterKey, passphrase: string, now: Date, params = DEFAULT_SCRYPT): Promise<PassphraseKeyRecord> {
+  if (passphrase.length < 8) throw new WrongPassphraseError('the passphrase is too short: use at least 8 characters (a long random one is best)');
+  const salt = randomBytes(16);
+  const kek = await deriveKek(passphrase, salt, params);
+  return {
+    kind: 'passphrase',
+    kdf: 'scrypt',
+    params,
+    salt: salt.toString('base64'),
+    wrapped: seal(kek, masterKeyBytes(master), aadFor('key', 'master')).toString('base64'),
+    created: now.toISOString(),
+  };
+}
+
+export async function unwrapWithPassphrase(rec: PassphraseKeyRecord, passphrase: string): Promise<MasterKey | undefined> {
+  const kek = await deriveKek(passphrase, Buffer.from(rec.salt, 'base64'), rec.params);
+  const bytes = open(kek, Buffer.from(rec.wrapped, 'base64'), aadFor('key', 'master'));
+  return bytes ? masterKeyFromBytes(bytes) : undefined;
+}
+
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}

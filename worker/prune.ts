@@ -1,0 +1,220 @@
+// `prune`: removes packs no restore point needs, under an exclusive lock, in
+// two phases so that backups (which take no lock) are never left pointing at a
+// deleted pack:
+//
+//   1. A pack no manifest references is *marked*: its ID goes into a sealed
+//      `deletions/<id>` record. From then on every backup that opens the
+//      repository drops the marked packs' blocks from its dedup index, so it
+//      uploads those blocks again instead of referring to them.
+//   2. A later prune (once the mark is older than the safety margin, 24 h by
+//      default — longer than a backup may run) checks the references again
+//      against the manifests that exist then, and deletes only packs that are
+//      still unreferenced and older than the margin.
+//
+// Packs no index names yet (a run still uploading, or one that crashed) are
+// only ever considered once they are older than the margin too.
+
+import { randomBytes } from 'node:crypto';
+import { LockedError, NotFoundError } from '../shared/core/errors.js';
+import { mapLimit, type Repository } from './repository.js';
+import { blockCount, isZeroId, mapGet, packIdFromKey, packKey, type PackEntry } from './format.js';
+import { readAllManifests } from './restore-points.js';
+
+export const DEFAULT_SAFETY_MARGIN_MS = 24 * 3600 * 1000;
+const LOCK_KEY = 'locks/exclusive';
+
+interface LockRecord {
+  owner: string;
+  token: string;
+  created: string;
+  expires: string;
+}
+
+export interface Lock {
+  /** Throws LockedError when the lock is no longer ours (expired and taken): stop before deleting anything. */
+  check(): Promise<void>;
+  release(): Promise<void>;
+}
+
+/** Takes the repository's exclusive maintenance lock with a conditional write; a lock past its expiry is broken. */
+export async function acquireExclusiveLock(repo: Repository, owner: string, ttlMs = 3600 * 1000): Promise<Lock> {
+  const token = randomBytes(16).toString('hex');
+  const now = repo.now();
+  const rec: LockRecord = { owner, token, created: now.toISOString(), expires: new Date(now.getTime() + ttlMs).toISOString() };
+  const body = Buffer.from(JSON.stringify(rec));
+  for (let attempt = 0; attempt < 2; attempt++) {
+    if (await repo.store.putIfAbsent(LOCK_KEY, body)) {
+      return {
+        async check() {
+          let cur: LockRecord;
+          try {
+            cur = JSON.parse(Buffer.from(await repo.store.get(LOCK_KEY)).toString('utf8'));
+          } catch (e) {
+            if (e instanceof NotFoundError) throw new LockedError(`the maintenance lock on ${repo.location} was removed while prune ran — stopping before deleting anything; run prune again`);
+            throw e;
+          }
+          if (cur.token !== token) throw new LockedError(`the maintenance lock on ${repo.location} was taken over by ${cur.owner} — stopping before deleting anything`);
+          if (new Date(cur.expires).getTime() < repo.now().getTime()) throw new LockedError(`the maintenance lock on ${repo.location} expired while prune ran — stopping; run prune again`);
+        },
+        async release() {
+          const cur = await repo.store.get(LOCK_KEY).then((b) => JSON.parse(Buffer.from(b).toString('utf8')) as LockRecord, () => undefined);
+          if (cur?.token === token) await repo.store.delete(LOCK_KEY);
+        },
+      };
+    }
+    let held: LockRecord | undefined;
+    try {
+      held = JSON.parse(Buffer.from(await repo.store.get(LOCK_KEY)).toString('utf8'));
+    } catch (e) {
+      if (e instanceof NotFoundError) continue;
+      throw e;
+    }
+    if (held && new Date(held.expires).getTime() < now.getTime()) {
+      await repo.store.delete(LOCK_KEY);
+      continue;
+    }
+    throw new LockedError(`${repo.location} is locked for maintenance by ${held?.owner ?? 'another process'} since ${held?.created ?? '?'} (until ${held?.expires ?? '?'}) — wait for it to finish, or remove ${LOCK_KEY} if that process is dead`);
+  }
+  throw new LockedError(`could not take the maintenance lock on ${repo.location} — try again`);
+}
+
+interface DeletionRecord {
+  version: 1;
+  marked: string;
+  packs: string[];
+}
+
+/** Packs marked for deletion by a prune: backups must not dedup against them. */
+export async function readDeletionMarks(repo: Repository): Promise<Array<{ key: string; record: DeletionRecord }>> {
+  const out: Array<{ key: string; record: DeletionRecord }> = [];
+  for await (const o of repo.store.list('deletions/')) {
+    const name = o.key.slice('deletions/'.length);
+    try {
+      out.push({ key: o.key, record: JSON.parse(repo.openObject(o.key, 'deletion', name, await repo.store.get(o.key)).toString('utf8')) });
+    } catch (e) {
+      if (!(e instanceof NotFoundError)) throw e;
+    }
+  }
+  return out;
+}
+
+export interface PruneOptions {
+  safetyMarginMs?: number;
+  dryRun?: boolean;
+  owner?: string;
+}
+
+export interface PruneReport {
+  referencedBlocks: number;
+  packsMarked: number;
+  packsDeleted: number;
+  bytesFreed: number;
+  packsKept: number;
+  indexFilesReplaced: number;
+  mapsDeleted: number;
+  dryRun: boolean;
+}
+
+export async function pruneRepository(repo: Repository, opts: PruneOptions = {}): Promise<PruneReport> {
+  const margin = opts.safetyMarginMs ?? DEFAULT_SAFETY_MARGIN_MS;
+  const lock = await acquireExclusiveLock(repo, opts.owner ?? `prune@${process.pid}`);
+  try {
+    const now = repo.now().getTime();
+    const indexFiles = await repo.readIndexFiles();
+    const oldIndexFiles = indexFiles.map((f) => f.key);
+    /** Every indexed pack with every blob any index file gives it. */
+    const indexed = new Map<string, { id: string; size: number; entries: PackEntry[] }>();
+    for (const { file } of indexFiles) {
+      for (const p of file.packs) {
+        if (indexed.has(p.id)) continue;
+        indexed.set(p.id, { id: p.id, size: p.size, entries: p.blobs.map(([id, offset, length, rawLength]) => ({ id: Buffer.from(id, 'hex'), offset, length, rawLength })) });
+      }
+    }
+
+    // What the restore points reference, read after the lock: a backup finishing now writes its manifest
+    // after its packs, and its packs are younger than the margin.
+    const referenced = new Set<string>();
+    const referencedMaps = new Set<string>();
+    for (const m of await readAllManifests(repo)) {
+      for (const d of m.disks) {
+        referencedMaps.add(d.map.key);
+        const map = await repo.readBlockMap(d.map, blockCount(d.sizeBytes, d.blockSize));
+        for (let i = 0; i < map.length / 32; i++) {
+          const id = mapGet(map, i);
+          if (!isZeroId(id)) referenced.add(id.toString('hex'));
+        }
+      }
+    }
+
+    const stored = new Map<string, { size: number; modified: number }>();
+    for await (const o of repo.store.list('data/')) {
+      const id = packIdFromKey(o.key);
+      if (id) stored.set(id, { size: o.size, modified: o.modified.getTime() });
+    }
+    // A pack is live when any block in it is referenced, wherever else that block is stored too.
+    const live = new Set<string>();
+    for (const p of indexed.values()) if (p.entries.some((e) => referenced.has(e.id.toString('hex')))) live.add(p.id);
+    const old = (pack: string) => {
+      const s = stored.get(pack);
+      return s !== undefined && now - s.modified >= margin;
+    };
+    const unreferenced = [...stored.keys()].filter((p) => !live.has(p) && old(p));
+
+    // Phase 2: delete what an earlier prune marked, if it is still unreferenced and the mark is old enough.
+    const marks = await readDeletionMarks(repo);
+    const toDelete = new Set<string>();
+    const doneMarks: string[] = [];
+    for (const { key, record } of marks) {
+      if (now - new Date(record.marked).getTime() < margin) continue;
+      for (const p of record.packs) if (!live.has(p) && old(p)) toDelete.add(p);
+      doneMarks.push(key);
+    }
+    const markedAlready = new Set(marks.flatMap((m) => m.record.packs));
+    const toMark = unreferenced.filter((p) => !toDelete.has(p) && !markedAlready.has(p));
+
+    let bytesFreed = 0;
+    for (const p of toDelete) bytesFreed += stored.get(p)?.size ?? 0;
+    const report: PruneReport = {
+      referencedBlocks: referenced.size,
+      packsMarked: toMark.length,
+      packsDeleted: toDelete.size,
+      bytesFreed,
+      packsKept: stored.size - toDelete.size,
+      indexFilesReplaced: 0,
+      mapsDeleted: 0,
+      dryRun: !!opts.dryRun,
+    };
+    if (opts.dryRun) return report;
+
+    if (toMark.length) {
+      const name = randomBytes(16).toString('hex');
+      const rec: DeletionRecord = { version: 1, marked: repo.now().toISOString(), packs: toMark };
+      await repo.store.put(`deletions/${name}`, repo.sealObject('deletion', name, Buffer.from(JSON.stringify(rec))));
+    }
+
+    if (toDelete.size) {
+      await lock.check();
+      // The new index first, without the doomed packs; then the packs; then the old index files.
+      const keep = [...indexed.values()].filter((p) => !toDelete.has(p.id));
+      await repo.writeIndex(keep);
+      await mapLimit([...toDelete], 8, async (p) => repo.store.delete(packKey(p)));
+      await mapLimit(oldIndexFiles, 8, async (k) => repo.store.delete(k));
+      report.indexFilesReplaced = oldIndexFiles.length;
+      for (const k of doneMarks) await repo.store.delete(k);
+    } else {
+      for (const k of doneMarks) await repo.store.delete(k);
+    }
+
+    // Block maps whose manifest is gone (a forget interrupted between the two deletes).
+    for await (const o of repo.store.list('maps/')) {
+      if (!referencedMaps.has(o.key) && now - o.modified.getTime() >= margin) {
+        await repo.store.delete(o.key);
+        report.mapsDeleted++;
+      }
+    }
+    await repo.loadIndex();
+    return report;
+  } finally {
+    await lock.release();
+  }
+}

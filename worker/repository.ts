@@ -1,0 +1,336 @@
+// A Tender repository on any ObjectStore: keys, config, the in-memory block
+// index, and sealed metadata objects. Layout and byte formats are written down
+// in docs/repository-format.md; this file is the only place that opens them.
+
+import { createHash, randomBytes } from 'node:crypto';
+import zstd from 'zstd-napi';
+import type { ObjectStore } from '../shared/ports/object-store.js';
+import { CorruptObjectError, NotFoundError, RepositoryError, WrongPassphraseError, toError } from '../shared/core/errors.js';
+import { aadFor, newMasterKey, open, seal, unwrapWithPassphrase, wrapWithPassphrase, type MasterKey, type PassphraseKeyRecord } from './crypto.js';
+import {
+  DEFAULT_BLOCK_SIZE,
+  DEFAULT_PACK_SIZE,
+  FORMAT_VERSION,
+  headerLengthFromTrailer,
+  indexFileFor,
+  packIdFromKey,
+  packKey,
+  parsePackHeader,
+  type BlobLocation,
+  type IndexFile,
+  type Manifest,
+  type PackEntry,
+} from './format.js';
+import { CodecPool } from './codec-pool.js';
+
+export interface RepoConfig {
+  version: number;
+  id: string;
+  blockSize: number;
+  packSize: number;
+  compression: { codec: 'zstd'; level: number };
+  created: string;
+}
+
+export interface RepositoryOptions {
+  /** Codec threads (default: every core). */
+  threads?: number;
+  now?: () => Date;
+}
+
+const CODEC_NONE = 0;
+const CODEC_ZSTD = 1;
+
+export class Repository {
+  /** Block ID (hex) → where it is stored. */
+  readonly index = new Map<string, BlobLocation>();
+  /** Packs some index file names. */
+  readonly indexedPacks = new Map<string, number>();
+  /** Index files read by load(), for prune to replace. */
+  readonly indexFiles = new Set<string>();
+  private pool?: CodecPool;
+  readonly now: () => Date;
+
+  constructor(
+    readonly store: ObjectStore,
+    readonly key: MasterKey,
+    readonly config: RepoConfig,
+    private readonly options: RepositoryOptions = {},
+  ) {
+    this.now = options.now ?? (() => new Date());
+  }
+
+  get location(): string {
+    return this.store.location;
+  }
+
+  codecs(): CodecPool {
+    this.pool ??= new CodecPool({ encryptionKey: this.key.encryption, idKey: this.key.id, blockSize: this.config.blockSize, level: this.config.compression.level, threads: this.options.threads });
+    return this.pool;
+  }
+
+  async close(): Promise<void> {
+    await this.pool?.close();
+    this.pool = undefined;
+  }
+
+  /** Compresses, seals and stores a metadata object; its name is bound into the seal. */
+  sealObject(kind: string, name: string, plaintext: Uint8Array): Buffer {
+    const packed = zstd.compress(plaintext, { compressionLevel: 3 });
+    return seal(this.key.encryption, Buffer.concat([Buffer.of(CODEC_ZSTD), packed]), aadFor(kind, name));
+  }
+
+  openObject(objectKey: string, kind: string, name: string, sealed: Uint8Array): Buffer {
+    const plain = open(this.key.encryption, sealed, aadFor(kind, name));
+    if (!plain) throw new CorruptObjectError(objectKey, 'does not authenticate: it was damaged or not written by a holder of this repository\'s key — run `tender-worker verify` and restore from another restore point');
+    if (plain[0] === CODEC_NONE) return plain.subarray(1);
+    if (plain[0] === CODEC_ZSTD) return zstd.decompress(plain.subarray(1));
+    throw new CorruptObjectError(objectKey, `unknown codec ${plain[0]}: written by a newer Tender? Upgrade tender-worker`);
+  }
+
+  async getObject(objectKey: string): Promise<Uint8Array> {
+    try {
+      return await this.store.get(objectKey);
+    } catch (e) {
+      if (e instanceof NotFoundError) throw new CorruptObjectError(objectKey, 'is missing from the repository', { cause: e });
+      throw e;
+    }
+  }
+
+  /** Every index file, parsed (prune needs every location, not only the first per block). */
+  async readIndexFiles(): Promise<Array<{ key: string; file: IndexFile }>> {
+    const keys: string[] = [];
+    for await (const o of this.store.list('index/')) keys.push(o.key);
+    const out: Array<{ key: string; file: IndexFile }> = [];
+    await mapLimit(keys, 8, async (k) => {
+      const name = k.slice('index/'.length);
+      let sealed: Uint8Array;
+      try {
+        sealed = await this.store.get(k);
+      } catch (e) {
+        // Replaced by a prune since the listing: its packs are in the prune's new index.
+        if (e instanceof NotFoundError) return;
+        throw e;
+      }
+      out.push({ key: k, file: JSON.parse(this.openObject(k, 'index', name, sealed).toString('utf8')) as IndexFile });
+    });
+    return out;
+  }
+
+  /** Reads every index file into memory. */
+  async loadIndex(): Promise<void> {
+    this.index.clear();
+    this.indexedPacks.clear();
+    this.indexFiles.clear();
+    for (const { key, file } of await this.readIndexFiles()) {
+      this.addIndexFile(file);
+      this.indexFiles.add(key);
+    }
+  }
+
+  /** Forgets where these packs' blocks are, so they are stored again rather than referenced (packs marked for deletion). */
+  avoidPacks(packs: Iterable<string>): void {
+    const avoid = new Set(packs);
+    if (!avoid.size) return;
+    for (const [hex, loc] of this.index) if (avoid.has(loc.pack)) this.index.delete(hex);
+  }
+
+  addIndexFile(file: IndexFile): void {
+    for (const p of file.packs) {
+      this.indexedPacks.set(p.id, p.size);
+      for (const [id, offset, length, rawLength] of p.blobs) if (!this.index.has(id)) this.index.set(id, { pack: p.id, offset, length, rawLength });
+    }
+  }
+
+  addPack(id: string, size: number, entries: PackEntry[]): void {
+    this.indexedPacks.set(id, size);
+    for (const e of entries) {
+      const hex = e.id.toString('hex');
+      if (!this.index.has(hex)) this.index.set(hex, { pack: id, offset: e.offset, length: e.length, rawLength: e.rawLength });
+    }
+  }
+
+  /** Writes an index file naming these packs. Returns its key. */
+  async writeIndex(packs: Array<{ id: string; size: number; entries: PackEntry[] }>): Promise<string> {
+    const name = randomBytes(16).toString('hex');
+    const key = `index/${name}`;
+    const body = Buffer.from(JSON.stringify(indexFileFor(packs)), 'utf8');
+    await this.store.put(key, this.sealObject('index', name, body));
+    return key;
+  }
+
+  /** Reads a pack's header straight from the pack (for packs no index names yet). */
+  async readPackHeader(packId: string, size: number): Promise<PackEntry[]> {
+    const key = packKey(packId);
+    if (size < 8) throw new CorruptObjectError(key, `is ${size} bytes: too short to be a pack`);
+    const trailer = await this.store.get(key, { offset: size - 8, length: 8 });
+    const hlen = headerLengthFromTrailer(trailer);
+    if (hlen === undefined || hlen > size - 8) throw new CorruptObjectError(key, 'has no valid pack trailer');
+    const sealed = await this.store.get(key, { offset: size - 8 - hlen, length: hlen });
+    const entries = parsePackHeader(this.key.encryption, sealed, size - 8 - hlen);
+    if (!entries) throw new CorruptObjectError(key, 'header does not authenticate or does not match the pack');
+    return entries;
+  }
+
+  /**
+   * Packs that were uploaded but never indexed (a run killed between pack upload
+   * and index write, or another worker still writing): their blocks are indexed
+   * from their own headers so this run reuses them instead of uploading again.
+   * Returns how many packs were adopted.
+   */
+  async adoptUnindexedPacks(): Promise<number> {
+    const orphans: Array<{ id: string; size: number }> = [];
+    for await (const o of this.store.list('data/')) {
+      const id = packIdFromKey(o.key);
+      if (id && !this.indexedPacks.has(id)) orphans.push({ id, size: o.size });
+    }
+    const adopted: Array<{ id: string; size: number; entries: PackEntry[] }> = [];
+    await mapLimit(orphans, 8, async (p) => {
+      try {
+        const entries = await this.readPackHeader(p.id, p.size);
+        adopted.push({ ...p, entries });
+        this.addPack(p.id, p.size, entries);
+      } catch (e) {
+        // A pack that cannot be read is not reused; verify reports it and prune removes it.
+        if (!(e instanceof CorruptObjectError)) throw e;
+      }
+    });
+    if (adopted.length) await this.writeIndex(adopted);
+    return adopted.length;
+  }
+
+  async writeManifest(m: Manifest): Promise<void> {
+    const created = await this.store.putIfAbsent(`snapshots/${m.id}`, this.sealObject('snapshot', m.id, Buffer.from(JSON.stringify(m), 'utf8')));
+    if (!created) throw new RepositoryError(`restore point ${m.id} already exists in ${this.location}`);
+  }
+
+  async readManifest(id: string): Promise<Manifest> {
+    const key = `snapshots/${id}`;
+    let sealed: Uint8Array;
+    try {
+      sealed = await this.store.get(key);
+    } catch (e) {
+      if (e instanceof NotFoundError) throw new NotFoundError(`no restore point "${id}" in ${this.location} — list them with \`tender-worker ls\``);
+      throw e;
+    }
+    const m = JSON.parse(this.openObject(key, 'snapshot', id, sealed).toString('utf8')) as Manifest;
+    if (m.id !== id) throw new CorruptObjectError(key, `names restore point ${m.id}, not ${id}`);
+    return m;
+  }
+
+  async listManifestIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const o of this.store.list('snapshots/')) ids.push(o.key.slice('snapshots/'.length));
+    return ids.sort();
+  }
+
+  async writeBlockMap(name: string, map: Buffer): Promise<{ key: string; sha256: string }> {
+    const key = `maps/${name}`;
+    const sealed = this.sealObject('map', name, map);
+    await this.store.put(key, sealed);
+    return { key, sha256: createHash('sha256').update(sealed).digest('hex') };
+  }
+
+  async readBlockMap(ref: { key: string; sha256: string }, blockCount: number): Promise<Buffer> {
+    const sealed = await this.getObject(ref.key);
+    if (createHash('sha256').update(sealed).digest('hex') !== ref.sha256) throw new CorruptObjectError(ref.key, 'does not match the digest its restore point records');
+    const map = this.openObject(ref.key, 'map', ref.key.slice('maps/'.length), sealed);
+    if (map.length !== blockCount * 32) throw new CorruptObjectError(ref.key, `holds ${map.length / 32} blocks, expected ${blockCount}`);
+    return map;
+  }
+}
+
+const KEYS_PREFIX = 'keys/';
+
+export interface InitOptions extends RepositoryOptions {
+  blockSize?: number;
+  packSize?: number;
+  compressionLevel?: number;
+  /** scrypt cost (tests lower it). */
+  scrypt?: { N: number; r: number; p: number };
+}
+
+async function readConfig(store: ObjectStore, key: MasterKey): Promise<RepoConfig | undefined> {
+  const sealed = await store.get('config');
+  const plain = open(key.encryption, sealed, aadFor('config', 'repository'));
+  if (!plain) return undefined;
+  const cfg = JSON.parse(plain.toString('utf8')) as RepoConfig;
+  if (cfg.version > FORMAT_VERSION) throw new RepositoryError(`${store.location} uses repository format ${cfg.version}; this tender-worker reads up to ${FORMAT_VERSION} — upgrade it`);
+  return cfg;
+}
+
+/** Creates a repository. Safe against a concurrent init: the first config written wins and the other opens it. */
+export async function initRepository(store: ObjectStore, passphrase: string, opts: InitOptions = {}): Promise<Repository> {
+  if (await store.stat('config')) throw new RepositoryError(`${store.location} already holds a Tender repository — open it instead of creating one`);
+  const now = (opts.now ?? (() => new Date()))();
+  const master = newMasterKey();
+  const keyName = randomBytes(8).toString('hex');
+  const record = await wrapWithPassphrase(master, passphrase, now, opts.scrypt);
+  await store.put(`${KEYS_PREFIX}${keyName}`, Buffer.from(JSON.stringify(record), 'utf8'));
+  const config: RepoConfig = {
+    version: FORMAT_VERSION,
+    id: randomBytes(16).toString('hex'),
+    blockSize: opts.blockSize ?? DEFAULT_BLOCK_SIZE,
+    packSize: opts.packSize ?? DEFAULT_PACK_SIZE,
+    compression: { codec: 'zstd', level: opts.compressionLevel ?? 3 },
+    created: now.toISOString(),
+  };
+  const created = await store.putIfAbsent('config', seal(master.encryption, Buffer.from(JSON.stringify(config)), aadFor('config', 'repository')));
+  if (!created) {
+    await store.delete(`${KEYS_PREFIX}${keyName}`);
+    return openRepository(store, passphrase, opts);
+  }
+  return new Repository(store, master, config, opts);
+}
+
+/** Opens a repository with a passphrase: NotFoundError when there is none, WrongPassphraseError when no key opens. */
+export async function openRepository(store: ObjectStore, passphrase: string, opts: RepositoryOptions = {}): Promise<Repository> {
+  if (!(await store.stat('config'))) {
+    throw new NotFoundError(`no Tender repository at ${store.location} — check the URL, or create one with \`tender-worker init\` (backup creates it on first use)`);
+  }
+  const keyKeys: string[] = [];
+  for await (const o of store.list(KEYS_PREFIX)) keyKeys.push(o.key);
+  if (keyKeys.length === 0) throw new RepositoryError(`${store.location} has a config but no keys/: the repository is damaged; restore the keys/ folder from a copy`);
+  for (const k of keyKeys.sort()) {
+    let rec: PassphraseKeyRecord;
+    try {
+      rec = JSON.parse(Buffer.from(await store.get(k)).toString('utf8')) as PassphraseKeyRecord;
+    } catch (e) {
+      if (e instanceof NotFoundError) continue;
+      if (e instanceof SyntaxError) continue;
+      throw toError(e);
+    }
+    if (rec.kind !== 'passphrase') continue;
+    const master = await unwrapWithPassphrase(rec, passphrase);
+    if (!master) continue;
+    const config = await readConfig(store, master);
+    if (!config) continue; // a key left by an init that lost the race
+    const repo = new Repository(store, master, config, opts);
+    await repo.loadIndex();
+    return repo;
+  }
+  throw new WrongPassphraseError(`the passphrase does not open the repository at ${store.location} — check the passphrase you gave (TENDER_PASSPHRASE / --passphrase-file, or the policy's repository.key)`);
+}
+
+export async function openOrInitRepository(store: ObjectStore, passphrase: string, opts: InitOptions = {}): Promise<Repository> {
+  if (await store.stat('config')) return openRepository(store, passphrase, opts);
+  return initRepository(store, passphrase, opts);
+}
+
+/** Runs fn over items with at most `limit` at once; the first failure rejects (after in-flight calls settle). */
+export async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: unknown;
+  const runners = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (failed === undefined && next < items.length) {
+      const i = next++;
+      try {
+        await fn(items[i]!, i);
+      } catch (e) {
+        failed ??= e;
+      }
+    }
+  });
+  await Promise.all(runners);
+  if (failed !== undefined) throw failed;
+}

@@ -1,0 +1,71 @@
+// Restore points are the manifests under snapshots/: listing, finding the
+// parent of an incremental, and forgetting (deleting a manifest and its block
+// maps; the data it alone referenced goes at the next prune).
+
+import type { Repository } from './repository.js';
+import { mapLimit } from './repository.js';
+import type { Manifest, ManifestDisk } from './format.js';
+
+export interface RestorePointSummary {
+  id: string;
+  vmId: string;
+  vmName: string;
+  policy: string;
+  runId: string;
+  time: string;
+  snapshotSetId: string;
+  parentId?: string;
+  tags: Record<string, string>;
+  disks: Array<{ diskId: string; sizeBytes: number; dataBlocks: number; incremental: boolean; snapshotRef?: string }>;
+}
+
+export function summarize(m: Manifest): RestorePointSummary {
+  return {
+    id: m.id,
+    vmId: m.vm.vmId,
+    vmName: m.vm.name,
+    policy: m.policy,
+    runId: m.runId,
+    time: m.time,
+    snapshotSetId: m.snapshotSetId,
+    ...(m.parentId ? { parentId: m.parentId } : {}),
+    tags: m.tags,
+    disks: m.disks.map((d) => ({ diskId: d.diskId, sizeBytes: d.sizeBytes, dataBlocks: d.dataBlocks, incremental: d.incremental, ...(d.snapshotRef ? { snapshotRef: d.snapshotRef } : {}) })),
+  };
+}
+
+export async function readAllManifests(repo: Repository): Promise<Manifest[]> {
+  const ids = await repo.listManifestIds();
+  const out: Manifest[] = [];
+  await mapLimit(ids, 8, async (id) => {
+    out.push(await repo.readManifest(id));
+  });
+  return out.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
+}
+
+/** Oldest first. */
+export async function listRestorePoints(repo: Repository, filter: { vmId?: string; policy?: string } = {}): Promise<RestorePointSummary[]> {
+  const all = await readAllManifests(repo);
+  return all.filter((m) => (!filter.vmId || m.vm.vmId === filter.vmId) && (!filter.policy || m.policy === filter.policy)).map(summarize);
+}
+
+/** The newest restore point of this VM whose disk was read from `snapshotRef`. */
+export async function findParent(repo: Repository, vmId: string, diskId: string, snapshotRef: string): Promise<{ manifest: Manifest; disk: ManifestDisk } | undefined> {
+  const all = await readAllManifests(repo);
+  for (const m of all.reverse()) {
+    if (m.vm.vmId !== vmId) continue;
+    const disk = m.disks.find((d) => d.diskId === diskId && d.snapshotRef === snapshotRef);
+    if (disk) return { manifest: m, disk };
+  }
+  return undefined;
+}
+
+/** Deletes restore points. Their blocks stay until `prune` finds nothing else refers to them. */
+export async function forgetRestorePoints(repo: Repository, ids: string[]): Promise<void> {
+  for (const id of ids) {
+    const m = await repo.readManifest(id);
+    // Manifest first: a crash after it leaves only unreferenced maps, which prune removes.
+    await repo.store.delete(`snapshots/${id}`);
+    for (const d of m.disks) await repo.store.delete(d.map.key);
+  }
+}

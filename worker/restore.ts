@@ -1,0 +1,151 @@
+// Restore of one disk of a restore point into a BlockSink. Blocks are fetched
+// pack by pack in coalesced ranges, opened on the codec threads (AES-GCM
+// authenticates each block against its ID) and written where the block map
+// puts them; zero blocks are never written, so image sinks stay sparse.
+
+import { createHash } from 'node:crypto';
+import type { BlockSink } from '../shared/ports/block-source.js';
+import type { JobProgress } from '../shared/ports/cloud.js';
+import { CorruptObjectError, NotFoundError } from '../shared/core/errors.js';
+import { mapLimit, type Repository } from './repository.js';
+import { blockCount, isZeroId, mapGet, packKey, type BlobLocation, type ManifestDisk } from './format.js';
+
+/** A run of blobs read from one pack with one ranged GET. */
+interface ReadRange {
+  pack: string;
+  offset: number;
+  length: number;
+  blobs: Array<{ id: Buffer; loc: BlobLocation; blocks: number[] }>;
+}
+
+const MAX_RANGE = 4 * 1024 * 1024;
+const MAX_GAP = 256 * 1024;
+
+/** Groups the blocks of a map into per-pack ranges, each blob read once however many blocks use it. */
+export function planReads(repo: Repository, map: Buffer, n: number, mapKey: string): { ranges: ReadRange[]; dataBlocks: number } {
+  const byId = new Map<string, { id: Buffer; loc: BlobLocation; blocks: number[] }>();
+  let dataBlocks = 0;
+  for (let i = 0; i < n; i++) {
+    const id = mapGet(map, i);
+    if (isZeroId(id)) continue;
+    dataBlocks++;
+    const hex = id.toString('hex');
+    let e = byId.get(hex);
+    if (!e) {
+      const loc = repo.index.get(hex);
+      if (!loc) throw new CorruptObjectError(mapKey, `names block ${hex.slice(0, 16)}… that no index holds — run \`tender-worker verify\`; restore from another restore point`);
+      e = { id: Buffer.from(id), loc, blocks: [] };
+      byId.set(hex, e);
+    }
+    e.blocks.push(i);
+  }
+  const byPack = new Map<string, Array<{ id: Buffer; loc: BlobLocation; blocks: number[] }>>();
+  for (const e of byId.values()) {
+    const list = byPack.get(e.loc.pack) ?? [];
+    list.push(e);
+    byPack.set(e.loc.pack, list);
+  }
+  const ranges: ReadRange[] = [];
+  for (const [pack, blobs] of byPack) {
+    blobs.sort((a, b) => a.loc.offset - b.loc.offset);
+    let cur: ReadRange | undefined;
+    for (const b of blobs) {
+      const end = b.loc.offset + b.loc.length;
+      if (cur && b.loc.offset - (cur.offset + cur.length) <= MAX_GAP && end - cur.offset <= MAX_RANGE) {
+        cur.length = end - cur.offset;
+        cur.blobs.push(b);
+      } else {
+        cur = { pack, offset: b.loc.offset, length: b.loc.length, blobs: [b] };
+        ranges.push(cur);
+      }
+    }
+  }
+  return { ranges, dataBlocks };
+}
+
+export interface RestoreResult {
+  bytesWritten: number;
+  sizeBytes: number;
+  /** The sink's reference (path, snapshot id, disk id). */
+  target: string;
+}
+
+export function findDisk(disks: ManifestDisk[], diskId: string, restorePointId: string): ManifestDisk {
+  const d = disks.find((x) => x.diskId === diskId);
+  if (!d) throw new NotFoundError(`restore point ${restorePointId} has no disk "${diskId}" — it has: ${disks.map((x) => x.diskId).join(', ')}`);
+  return d;
+}
+
+export async function restoreDisk(
+  repo: Repository,
+  restorePointId: string,
+  diskId: string,
+  sink: BlockSink,
+  onProgress?: (p: JobProgress) => void,
+): Promise<RestoreResult> {
+  const started = Date.now();
+  try {
+    const manifest = await repo.readManifest(restorePointId);
+    const disk = findDisk(manifest.disks, diskId, restorePointId);
+    if (sink.blockSize !== disk.blockSize) throw new CorruptObjectError(`snapshots/${restorePointId}`, `disk ${diskId} has ${disk.blockSize}-byte blocks; the target writes ${sink.blockSize}`);
+    const n = blockCount(disk.sizeBytes, disk.blockSize);
+    const map = await repo.readBlockMap(disk.map, n);
+    const { ranges, dataBlocks } = planReads(repo, map, n, disk.map.key);
+    const pool = repo.codecs();
+    const total = dataBlocks * disk.blockSize;
+    let written = 0;
+    let last = 0;
+    await mapLimit(ranges, Math.max(2, pool.size), async (r) => {
+      const key = packKey(r.pack);
+      let bytes: Uint8Array;
+      try {
+        bytes = await repo.store.get(key, { offset: r.offset, length: r.length });
+      } catch (e) {
+        if (e instanceof NotFoundError) throw new CorruptObjectError(key, 'is missing: the repository lost data — run `tender-worker verify`', { cause: e });
+        throw e;
+      }
+      if (bytes.length !== r.length) throw new CorruptObjectError(key, `is shorter than its index says (${r.offset + bytes.length} < ${r.offset + r.length})`);
+      const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      await Promise.all(
+        r.blobs.map(async (b) => {
+          const start = b.loc.offset - r.offset;
+          const slot = await pool.acquire();
+          try {
+            if (b.loc.length > slot.input.length) throw new CorruptObjectError(key, `block ${b.id.toString('hex').slice(0, 16)}… is ${b.loc.length} bytes, larger than any block this repository writes`);
+            slot.input.set(buf.subarray(start, start + b.loc.length));
+            let rawLength: number;
+            try {
+              rawLength = await pool.decode(slot, b.loc.length, b.id, b.loc.rawLength);
+            } catch (e) {
+              throw new CorruptObjectError(key, `block ${b.id.toString('hex').slice(0, 16)}… at offset ${b.loc.offset}: ${(e as Error).message}`);
+            }
+            const data = slot.output.subarray(0, rawLength);
+            for (const i of b.blocks) {
+              await sink.writeBlock(i, data);
+              written += rawLength;
+            }
+          } finally {
+            pool.release(slot);
+          }
+        }),
+      );
+      if (onProgress && Date.now() - last > 250) {
+        last = Date.now();
+        onProgress({ bytesDone: written, bytesTotal: total, bytesPerSecond: Math.round(written / Math.max(0.001, (last - started) / 1000)), diskId });
+      }
+    });
+    const target = await sink.finish();
+    return { bytesWritten: written, sizeBytes: disk.sizeBytes, target };
+  } catch (e) {
+    await sink.abort().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** SHA-256 of a file, for checking a restored image against its source. */
+export async function sha256OfFile(path: string): Promise<string> {
+  const { createReadStream } = await import('node:fs');
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 1024 * 1024 })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}

@@ -1,0 +1,124 @@
+// `verify`: structure always (every manifest and block map authenticates, every
+// block a map names is indexed, every indexed pack exists with the size the
+// index records); content with readData (every blob of the chosen packs is
+// decrypted, decompressed and re-hashed against its ID).
+
+import { CorruptObjectError, TenderError, toError } from '../shared/core/errors.js';
+import { mapLimit, type Repository } from './repository.js';
+import { blockCount, isZeroId, mapGet, packKey, type Manifest } from './format.js';
+import { readAllManifests } from './restore-points.js';
+
+export interface VerifyOptions {
+  /** Read and check the content of packs: true = all, or a fraction in (0, 1] of the packs (a subset chosen at random). */
+  readData?: boolean | number;
+  random?: () => number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface VerifyProblem {
+  object: string;
+  message: string;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  restorePoints: number;
+  packs: number;
+  blobs: number;
+  packsRead: number;
+  blobsChecked: number;
+  problems: VerifyProblem[];
+}
+
+export async function verifyRepository(repo: Repository, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  const problems: VerifyProblem[] = [];
+  const note = (object: string, e: unknown) => {
+    const err = toError(e);
+    if (err instanceof CorruptObjectError) problems.push({ object: err.objectKey, message: err.message.slice(err.objectKey.length + 2) });
+    else if (err instanceof TenderError) problems.push({ object, message: err.message });
+    else throw err;
+  };
+
+  await repo.loadIndex();
+  const manifests: Manifest[] = [];
+  const ids = await repo.listManifestIds();
+  await mapLimit(ids, 8, async (id) => {
+    try {
+      manifests.push(await repo.readManifest(id));
+    } catch (e) {
+      note(`snapshots/${id}`, e);
+    }
+  });
+
+  for (const m of manifests) {
+    for (const d of m.disks) {
+      const n = blockCount(d.sizeBytes, d.blockSize);
+      try {
+        const map = await repo.readBlockMap(d.map, n);
+        let missing = 0;
+        for (let i = 0; i < n; i++) {
+          const id = mapGet(map, i);
+          if (!isZeroId(id) && !repo.index.has(id.toString('hex'))) missing++;
+        }
+        if (missing) problems.push({ object: d.map.key, message: `restore point ${m.id} disk ${d.diskId}: ${missing} block(s) are in no index` });
+      } catch (e) {
+        note(d.map.key, e);
+      }
+    }
+  }
+
+  const existing = new Map<string, number>();
+  for await (const o of repo.store.list('data/')) existing.set(o.key, o.size);
+  for (const [pack, size] of repo.indexedPacks) {
+    const actual = existing.get(packKey(pack));
+    if (actual === undefined) problems.push({ object: packKey(pack), message: 'is indexed but missing' });
+    else if (actual !== size) problems.push({ object: packKey(pack), message: `is ${actual} bytes, the index says ${size}` });
+  }
+
+  let packsRead = 0;
+  let blobsChecked = 0;
+  if (opts.readData) {
+    const fraction = opts.readData === true ? 1 : opts.readData;
+    const random = opts.random ?? Math.random;
+    const packs = [...repo.indexedPacks.keys()].filter((p) => existing.has(packKey(p)) && (fraction >= 1 || random() < fraction));
+    const pool = repo.codecs();
+    let done = 0;
+    await mapLimit(packs, Math.max(2, pool.size), async (pack) => {
+      const key = packKey(pack);
+      try {
+        const size = existing.get(key)!;
+        const entries = await repo.readPackHeader(pack, size);
+        const bytes = Buffer.from(await repo.store.get(key));
+        packsRead++;
+        await Promise.all(
+          entries.map(async (e) => {
+            const slot = await pool.acquire();
+            try {
+              if (e.length > slot.input.length) throw new Error(`${e.length} bytes, larger than any block this repository writes`);
+              slot.input.set(bytes.subarray(e.offset, e.offset + e.length));
+              await pool.decode(slot, e.length, e.id, e.rawLength, true);
+              blobsChecked++;
+            } catch (err) {
+              problems.push({ object: key, message: `block ${e.id.toString('hex').slice(0, 16)}… at offset ${e.offset}: ${(err as Error).message}` });
+            } finally {
+              pool.release(slot);
+            }
+          }),
+        );
+      } catch (e) {
+        note(key, e);
+      }
+      opts.onProgress?.(++done, packs.length);
+    });
+  }
+
+  return {
+    ok: problems.length === 0,
+    restorePoints: manifests.length,
+    packs: repo.indexedPacks.size,
+    blobs: repo.index.size,
+    packsRead,
+    blobsChecked,
+    problems,
+  };
+}
