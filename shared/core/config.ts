@@ -12,6 +12,8 @@ export type Provider = (typeof PROVIDERS)[number];
 const count = z.number({ error: 'must be a whole number ≥ 0' }).int('must be a whole number ≥ 0').min(0, 'must be a whole number ≥ 0');
 
 export const RetentionSchema = z.strictObject({
+  /** The newest N restore points, whatever their age. */
+  last: count.default(0),
   daily: count.default(7),
   weekly: count.default(4),
   monthly: count.default(12),
@@ -37,12 +39,12 @@ export const RepositorySchema = z.strictObject({
 });
 
 export const WorkerProfileSchema = z.strictObject({
-  /** Instance type / VM size. */
-  instanceType: z.string().min(1),
-  /** Up to this many GiB of total disk size this profile is used (inclusive); omitted = no limit. */
-  maxTotalDiskGiB: z.number().positive().optional(),
+  /** Instance type / VM size; omitted = the default profile's. */
+  instanceType: z.string().min(1).optional(),
+  /** Up to this many GiB of total disk size this profile is used (inclusive); omitted = the default profile's limit (large has none). */
+  maxTotalDiskGiB: z.number({ error: 'must be a number of GiB > 0' }).positive('must be a number of GiB > 0').optional(),
 });
-export type WorkerProfile = z.infer<typeof WorkerProfileSchema> & { name: string };
+export type WorkerProfile = { name: string; instanceType: string; maxTotalDiskGiB?: number };
 
 const ProfilesSchema = z.strictObject({
   small: WorkerProfileSchema.optional(),
@@ -82,7 +84,7 @@ export const PolicySchema = z.strictObject({
     .refine((v) => (v.ids?.length ?? 0) > 0 || Object.keys(v.tags ?? {}).length > 0, 'must name VM ids or tags to select'),
   schedule: z.string().regex(CRON, 'must be a 5-field cron expression, e.g. "0 2 * * *"').default('0 2 * * *'),
   maxConcurrency: z.number().int().min(1).max(40).default(4),
-  retention: RetentionSchema.default({ daily: 7, weekly: 4, monthly: 12, yearly: 0 }),
+  retention: RetentionSchema.default({ last: 0, daily: 7, weekly: 4, monthly: 12, yearly: 0 }),
   repository: RepositorySchema,
   worker: WorkerSettingsSchema.default({ privateNetwork: true, profiles: {}, placement: {}, tags: {} }),
 });

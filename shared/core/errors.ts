@@ -91,6 +91,11 @@ export class LockedError extends TenderError {
   readonly retryable = true;
 }
 
+/** A polled resource (snapshot, worker, job) did not get ready before its deadline. */
+export class TimedOutError extends TenderError {
+  readonly retryable = false;
+}
+
 /** Names of the errors the state machine retries (kept next to the classes so they cannot drift). */
 export const RETRYABLE_ERROR_NAMES = ['TransientError', 'NotReadyError', 'CapacityError', 'LockedError'] as const;
 

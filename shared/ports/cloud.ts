@@ -53,6 +53,8 @@ export interface SnapshotSet {
   disks: DiskSnapshot[];
   /** Set when state is 'failed'. */
   failureReason?: string;
+  /** The tags the set was made with (tender:policy, tender:run, …), where the adapter can read them back. */
+  tags?: Tags;
 }
 
 export interface Snapshots {
