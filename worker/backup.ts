@@ -199,7 +199,7 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
           if (h.zero) {
             mapSet(map, i, ZERO_ID);
           } else {
-            const hex = h.id.toString('hex');
+            const hex = h.hex;
             mapSet(map, i, h.id);
             if (!repo.index.has(hex) && !pending.has(hex)) {
               pending.add(hex);

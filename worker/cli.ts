@@ -31,7 +31,7 @@ Usage:
   tender-worker init     --repo URL
   tender-worker backup   --repo URL --vm ID --disk ID=IMAGE [--disk …] [--parent ID=PARENT_IMAGE]
                          [--changed ID=changed-blocks.json] [--name NAME] [--policy NAME] [--tag K=V] [--json]
-  tender-worker restore  --repo URL --restore-point ID --disk ID --target PATH [--overwrite] [--json]
+  tender-worker restore  --repo URL --restore-point ID --disk ID --target PATH [--overwrite] [--sync] [--json]
   tender-worker ls       --repo URL [--vm ID] [--json]
   tender-worker verify   --repo URL [--read-data | --read-data-subset PERCENT%] [--json]
   tender-worker forget   --repo URL RESTORE_POINT_ID…
@@ -44,6 +44,9 @@ Repository URL: file:/abs/path, file:relative/path, s3://bucket/prefix, azblob:/
 Incremental: --parent names the snapshot the previous restore point of that disk was read from;
   only blocks changed since it are read (from the images' block digest maps, or from
   --changed, a JSON file {"blockSize": 524288, "changed": [block indices]}).
+
+Restore writes IMAGE.partial and renames it to the target when complete; --sync also flushes it
+  to the device first (slower; what you want before pulling the power).
 
 Exit codes: 0 done, 1 failed (the message says why and what to do), 2 bad arguments.
 `;
@@ -140,6 +143,7 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
         'restore-point': { type: 'string' },
         target: { type: 'string' },
         overwrite: { type: 'boolean' },
+        sync: { type: 'boolean' },
         'read-data': { type: 'boolean' },
         'read-data-subset': { type: 'string' },
         'dry-run': { type: 'boolean' },
@@ -224,7 +228,7 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
         const manifest = await repo.readManifest(rp);
         const disk = manifest.disks.find((d) => d.diskId === v.disk[0]);
         if (!disk) throw new UsageError(`restore point ${rp} has no disk "${v.disk[0]}" — it has: ${manifest.disks.map((d) => d.diskId).join(', ')}`);
-        const sink = await createImageSink(resolve(io.cwd, v.target), disk.sizeBytes, { blockSize: disk.blockSize, overwrite: !!v.overwrite });
+        const sink = await createImageSink(resolve(io.cwd, v.target), disk.sizeBytes, { blockSize: disk.blockSize, overwrite: !!v.overwrite, sync: !!v.sync });
         const progress = progressPrinter(io, 'restore');
         const t = Date.now();
         const res = await restoreDisk(repo, rp, disk.diskId, sink, progress.onProgress);

@@ -24,15 +24,24 @@ import { createRequire } from 'node:module';
 const THREAD_SOURCE = String.raw`
 const { parentPort, workerData } = require('node:worker_threads');
 const crypto = require('node:crypto');
-const zstd = require(workerData.zstdPath);
+// The low-level binding compresses into buffers we own: no allocation per block.
+const zstd = require(workerData.zstdBindingPath);
 const encKey = Buffer.from(workerData.encKey);
 const idKey = Buffer.from(workerData.idKey);
 const slotSize = workerData.slotSize;
 const inputs = Buffer.from(workerData.inputs);
 const outputs = Buffer.from(workerData.outputs);
-const compressor = new zstd.Compressor();
-compressor.setParameters({ compressionLevel: workerData.level });
-const decompressor = new zstd.Decompressor();
+const cctx = new zstd.CCtx();
+cctx.setParameter(zstd.CParameter.compressionLevel, workerData.level);
+const dctx = new zstd.DCtx();
+const packed = Buffer.allocUnsafe(zstd.compressBound(slotSize));
+const unpacked = Buffer.allocUnsafe(slotSize);
+let sinceGc = 0;
+// Sealing allocates (node:crypto has no update-into); collecting every few MiB keeps that
+// garbage from piling up to V8's 64 MiB external-memory trigger in each thread.
+let collectGarbage;
+try { require('node:v8').setFlagsFromString('--expose-gc'); collectGarbage = require('node:vm').runInNewContext('gc'); } catch { collectGarbage = undefined; }
+function maybeGc() { if (collectGarbage && ++sinceGc >= 16) { sinceGc = 0; collectGarbage({ type: 'minor' }); } }
 const CODEC_NONE = 0, CODEC_ZSTD = 1;
 const aadPrefix = Buffer.from('tender-v1:block:', 'utf8');
 const zero = Buffer.alloc(65536);
@@ -65,9 +74,10 @@ function openSealed(sealed, aad) {
   d.setAAD(aad); d.setAuthTag(sealed.subarray(sealed.length - 16));
   try { const a = d.update(sealed.subarray(13, sealed.length - 16)); const b = d.final(); return b.length ? Buffer.concat([a, b]) : a; } catch { return undefined; }
 }
+/** Decodes into the thread's scratch buffer (valid until the next call). */
 function decodePlain(plain) {
   if (plain[0] === CODEC_NONE) return plain.subarray(1);
-  if (plain[0] === CODEC_ZSTD) return decompressor.decompress(plain.subarray(1));
+  if (plain[0] === CODEC_ZSTD) return unpacked.subarray(0, dctx.decompress(unpacked, plain.subarray(1)));
   throw new Error('unknown codec ' + plain[0]);
 }
 
@@ -76,25 +86,27 @@ parentPort.on('message', (m) => {
     if (m.op === 'hash') {
       const data = input(m.slot, m.len);
       if (isZero(data)) { parentPort.postMessage({ req: m.req, zero: true }); return; }
-      const id = crypto.createHmac('sha256', idKey).update(data).digest();
+      // IDs travel as hex: posting a Buffer would clone the whole 8 KiB pool it lives in.
+      const id = crypto.createHmac('sha256', idKey).update(data).digest('hex');
       parentPort.postMessage({ req: m.req, zero: false, id });
     } else if (m.op === 'encode') {
       const data = input(m.slot, m.len);
-      const id = Buffer.from(m.id);
+      const id = Buffer.from(m.id, 'hex');
       const aad = Buffer.concat([aadPrefix, id]);
-      const packed = compressor.compress(data);
+      const clen = cctx.compress2(packed, data);
       // Stored raw when zstd saves under 2%: restore then skips decompression.
-      const useZstd = packed.length < data.length * 0.98;
+      const useZstd = clen < data.length * 0.98;
       const out = output(m.slot);
-      const len = sealInto(out, useZstd ? CODEC_ZSTD : CODEC_NONE, useZstd ? packed : data, aad);
+      const len = sealInto(out, useZstd ? CODEC_ZSTD : CODEC_NONE, useZstd ? packed.subarray(0, clen) : data, aad);
       // Decode what is about to be stored and compare with the input: a codec
       // bug must fail this backup, not a restore years later.
       const back = openSealed(out.subarray(0, len), aad);
       const raw = back && decodePlain(back);
       if (!raw || !raw.equals(data)) throw new Error('self-check failed: the sealed block does not decode to its input');
       parentPort.postMessage({ req: m.req, len, codec: useZstd ? 'zstd' : 'none' });
+      maybeGc();
     } else if (m.op === 'decode') {
-      const id = Buffer.from(m.id);
+      const id = Buffer.from(m.id, 'hex');
       const plain = openSealed(input(m.slot, m.len), Buffer.concat([aadPrefix, id]));
       if (!plain) { parentPort.postMessage({ req: m.req, error: 'does not authenticate (damaged, or not this repository\'s)' }); return; }
       const raw = decodePlain(plain);
@@ -104,6 +116,7 @@ parentPort.on('message', (m) => {
       }
       raw.copy(output(m.slot));
       parentPort.postMessage({ req: m.req, len: raw.length });
+      maybeGc();
     }
   } catch (e) {
     parentPort.postMessage({ req: m.req, error: String(e && e.message || e) });
@@ -153,7 +166,7 @@ export interface CodecPoolOptions {
   level?: number;
   /** Threads (default: every core). */
   threads?: number;
-  /** Slots per thread: blocks in flight (default 4). */
+  /** Slots per thread: blocks in flight (default 6: enough that no thread waits for work). */
   depth?: number;
 }
 
@@ -168,9 +181,9 @@ export class CodecPool {
 
   constructor(opts: CodecPoolOptions) {
     const require = createRequire(import.meta.url);
-    const zstdPath = require.resolve('zstd-napi');
+    const zstdBindingPath = require.resolve('zstd-napi/binding');
     const n = Math.max(1, opts.threads ?? availableParallelism());
-    const count = n * (opts.depth ?? 4);
+    const count = n * (opts.depth ?? 6);
     // Room for a block stored raw plus its seal, or a zstd frame that grew a little.
     this.slotSize = opts.blockSize + 4096;
     const inputs = new SharedArrayBuffer(count * this.slotSize);
@@ -184,7 +197,7 @@ export class CodecPool {
     this.threads = Array.from({ length: n }, () => {
       const w = new Worker(THREAD_SOURCE, {
         eval: true,
-        workerData: { zstdPath, encKey: opts.encryptionKey, idKey: opts.idKey, level: opts.level ?? 3, slotSize: this.slotSize, inputs, outputs },
+        workerData: { zstdBindingPath, encKey: opts.encryptionKey, idKey: opts.idKey, level: opts.level ?? 3, slotSize: this.slotSize, inputs, outputs },
       });
       w.unref();
       return new Thread(w);
@@ -225,20 +238,20 @@ export class CodecPool {
   }
 
   /** Keyed hash of slot.input[0, len); all-zero blocks come back as `zero` (never stored). */
-  async hash(slot: Slot, len: number): Promise<{ zero: true } | { zero: false; id: Buffer }> {
+  async hash(slot: Slot, len: number): Promise<{ zero: true } | { zero: false; id: Buffer; hex: string }> {
     const m = await this.call({ op: 'hash', slot: slot.index, len });
-    return m.zero ? { zero: true } : { zero: false, id: Buffer.from(m.id) };
+    return m.zero ? { zero: true } : { zero: false, id: Buffer.from(m.id, 'hex'), hex: m.id };
   }
 
   /** Compresses and seals slot.input[0, len) into slot.output; returns the sealed length. Self-checked. */
   async encode(slot: Slot, len: number, id: Buffer): Promise<{ len: number; codec: 'zstd' | 'none' }> {
-    const m = await this.call({ op: 'encode', slot: slot.index, len, id });
+    const m = await this.call({ op: 'encode', slot: slot.index, len, id: id.toString('hex') });
     return { len: m.len, codec: m.codec };
   }
 
   /** Opens the sealed block in slot.input[0, len) into slot.output; returns the raw length. */
   async decode(slot: Slot, len: number, id: Buffer, rawLength: number, checkId = false): Promise<number> {
-    const m = await this.call({ op: 'decode', slot: slot.index, len, id, rawLength, checkId });
+    const m = await this.call({ op: 'decode', slot: slot.index, len, id: id.toString('hex'), rawLength, checkId });
     return m.len;
   }
 

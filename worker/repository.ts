@@ -241,6 +241,7 @@ export class Repository {
 }
 
 const KEYS_PREFIX = 'keys/';
+export const DEFAULT_COMPRESSION_LEVEL = 1;
 
 export interface InitOptions extends RepositoryOptions {
   blockSize?: number;
@@ -272,7 +273,8 @@ export async function initRepository(store: ObjectStore, passphrase: string, opt
     id: randomBytes(16).toString('hex'),
     blockSize: opts.blockSize ?? DEFAULT_BLOCK_SIZE,
     packSize: opts.packSize ?? DEFAULT_PACK_SIZE,
-    compression: { codec: 'zstd', level: opts.compressionLevel ?? 3 },
+    // Level 1: on 512 KiB disk blocks it keeps ~97% of level 3’s savings at ~1.8× its speed (docs/repository-format.md).
+    compression: { codec: 'zstd', level: opts.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL },
     created: now.toISOString(),
   };
   const created = await store.putIfAbsent('config', seal(master.encryption, Buffer.from(JSON.stringify(config)), aadFor('config', 'repository')));

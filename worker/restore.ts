@@ -95,7 +95,8 @@ export async function restoreDisk(
     const total = dataBlocks * disk.blockSize;
     let written = 0;
     let last = 0;
-    await mapLimit(ranges, Math.max(2, pool.size), async (r) => {
+    // Several ranges in flight so reads, decoding and writes overlap (memory: this many × MAX_RANGE).
+    await mapLimit(ranges, 6, async (r) => {
       const key = packKey(r.pack);
       let bytes: Uint8Array;
       try {

@@ -135,6 +135,12 @@ export interface ImageSinkOptions {
   blockSize?: number;
   /** Replace an existing file (default: refuse, so a restore never overwrites a disk by accident). */
   overwrite?: boolean;
+  /**
+   * fsync the image before it is renamed into place. Off by default, as in cp, borg and
+   * restic: the data is complete and correct either way; sync makes it survive a power cut
+   * right after the restore, at the cost of waiting for the whole disk to reach the device.
+   */
+  sync?: boolean;
 }
 
 /**
@@ -162,7 +168,7 @@ export async function createImageSink(path: string, sizeBytes: number, opts: Ima
       }
     },
     async finish(): Promise<string> {
-      await fh.sync();
+      if (opts.sync) await fh.sync();
       await fh.close();
       closed = true;
       await rename(partial, path);
