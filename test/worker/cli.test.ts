@@ -1,0 +1,165 @@
+// tender-worker as a person uses it: exit codes, --json, the errors they read,
+// and a real kill -9 in the middle of a backup.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile, readdir, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { runWorkerCli, type CliIo } from '../../worker/cli.js';
+
+const root = new URL('../..', import.meta.url).pathname;
+
+function io(dir: string, env: Record<string, string> = {}, isTTY = false): CliIo & { out: string; err: string } {
+  const o = {
+    out: '',
+    err: '',
+    stdout: (s: string) => {
+      o.out += s;
+    },
+    stderr: (s: string) => {
+      o.err += s;
+    },
+    isTTY,
+    env: { TENDER_PASSPHRASE: 'cli test passphrase', ...env },
+    cwd: dir,
+  };
+  return o;
+}
+
+/** 6 MiB: text, random and zero regions, so every path of the backup runs. */
+function image(): Buffer {
+  const b = Buffer.alloc(6 * 1024 * 1024);
+  b.fill('some file content, compressible. ', 0, 2 * 1024 * 1024);
+  randomBytes(2 * 1024 * 1024).copy(b, 3 * 1024 * 1024);
+  return b;
+}
+
+test('backup, ls, restore and verify with --json, and the restored image is identical', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tender-cli-'));
+  try {
+    const img = image();
+    await writeFile(join(dir, 'disk.img'), img);
+
+    const b = io(dir);
+    assert.equal(await runWorkerCli(['backup', '--repo', 'file:repo', '--vm', 'vm-1', '--disk', 'root=disk.img', '--json'], b), 0, b.err);
+    const result = JSON.parse(b.out);
+    assert.equal(result.disks[0].diskId, 'root');
+    assert.equal(result.disks[0].bytesRead, img.length);
+
+    const l = io(dir);
+    assert.equal(await runWorkerCli(['ls', '--repo', 'file:repo', '--json'], l), 0);
+    const points = JSON.parse(l.out);
+    assert.equal(points.length, 1);
+    assert.equal(points[0].id, result.restorePointId);
+
+    const r = io(dir);
+    assert.equal(await runWorkerCli(['restore', '--repo', 'file:repo', '--restore-point', result.restorePointId, '--disk', 'root', '--target', 'back.img'], r), 0, r.err);
+    assert.equal(createHash('sha256').update(await readFile(join(dir, 'back.img'))).digest('hex'), createHash('sha256').update(img).digest('hex'));
+
+    const v = io(dir);
+    assert.equal(await runWorkerCli(['verify', '--repo', 'file:repo', '--read-data', '--json'], v), 0);
+    assert.equal(JSON.parse(v.out).ok, true);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('errors a user can hit say what is wrong and exit non-zero', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tender-cli-'));
+  try {
+    await writeFile(join(dir, 'disk.img'), image());
+    assert.equal(await runWorkerCli(['backup', '--repo', 'file:repo', '--vm', 'v', '--disk', 'root=disk.img'], io(dir)), 0);
+
+    const wrong = io(dir, { TENDER_PASSPHRASE: 'not the passphrase' });
+    assert.equal(await runWorkerCli(['ls', '--repo', 'file:repo'], wrong), 1);
+    assert.match(wrong.err, /passphrase does not open the repository/);
+
+    const missing = io(dir);
+    assert.equal(await runWorkerCli(['ls', '--repo', 'file:nothing-here'], missing), 1);
+    assert.match(missing.err, /no Tender repository at/);
+
+    const unreadable = io(dir);
+    assert.equal(await runWorkerCli(['backup', '--repo', 'file:repo', '--vm', 'v', '--disk', 'root=nope.img'], unreadable), 1);
+    assert.match(unreadable.err, /disk image .*nope\.img does not exist/);
+
+    const usage = io(dir);
+    assert.equal(await runWorkerCli(['backup', '--repo', 'file:repo', '--disk', 'root=disk.img'], usage), 2);
+    assert.match(usage.err, /backup needs --vm ID/);
+
+    const noPass = io(dir, { TENDER_PASSPHRASE: '' });
+    assert.equal(await runWorkerCli(['ls', '--repo', 'file:repo'], noPass), 1);
+    assert.match(noPass.err, /no passphrase: pass --passphrase-file FILE or set TENDER_PASSPHRASE/);
+
+    const corrupt = io(dir);
+    const packDir = join(dir, 'repo', 'data');
+    const shard = (await readdir(packDir))[0]!;
+    const pack = (await readdir(join(packDir, shard)))[0]!;
+    const bytes = await readFile(join(packDir, shard, pack));
+    bytes[50] ^= 0xff;
+    await writeFile(join(packDir, shard, pack), bytes);
+    assert.equal(await runWorkerCli(['verify', '--repo', 'file:repo', '--read-data'], corrupt), 1);
+    assert.match(corrupt.out, new RegExp(`PROBLEMS FOUND[\\s\\S]*data/${shard}/${pack}`));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('on a terminal, backup shows a progress line with bytes, MB/s and ETA', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tender-cli-'));
+  try {
+    // Large enough that the 250 ms progress tick fires at least once.
+    const big = Buffer.alloc(96 * 1024 * 1024);
+    for (let off = 0; off < big.length; off += 1024 * 1024) randomBytes(256 * 1024).copy(big, off);
+    await writeFile(join(dir, 'disk.img'), big);
+    const t = io(dir, {}, true);
+    assert.equal(await runWorkerCli(['backup', '--repo', 'file:repo', '--vm', 'v', '--disk', 'root=disk.img'], t), 0, t.err);
+    assert.match(t.err, /\rbackup root\s+[\d.]+ \w+ \/ 96\.00 MiB\s+\d+ MB\/s\s+ETA \d+:\d\d/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('kill -9 during a backup leaves a repository that verifies, and the next run reuses the uploaded packs', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tender-cli-'));
+  try {
+    const big = Buffer.alloc(160 * 1024 * 1024);
+    for (let off = 0; off < big.length; off += 1024 * 1024) randomBytes(512 * 1024).copy(big, off);
+    await writeFile(join(dir, 'disk.img'), big);
+    const env = { ...process.env, TENDER_PASSPHRASE: 'cli test passphrase' };
+
+    const child = spawn(process.execPath, [join(root, 'bin', 'tender-worker.mjs'), 'backup', '--repo', 'file:repo', '--vm', 'v', '--disk', 'root=disk.img', '--threads', '1'], { cwd: dir, env, stdio: 'ignore' });
+    const exited = new Promise((r) => child.on('exit', r));
+    // Kill once a few packs are uploaded but (with one codec thread) well before the end.
+    const deadline = Date.now() + 60_000;
+    let packs = 0;
+    while (Date.now() < deadline) {
+      packs = await readdir(join(dir, 'repo', 'data')).then(
+        async (shards) => (await Promise.all(shards.map((s) => readdir(join(dir, 'repo', 'data', s))))).flat().filter((n) => !n.startsWith('.')).length,
+        () => 0,
+      );
+      if (packs >= 2) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill('SIGKILL');
+    await exited;
+    assert.ok(packs >= 2, 'the backup uploaded packs before it was killed');
+
+    const v = io(dir);
+    assert.equal(await runWorkerCli(['verify', '--repo', 'file:repo', '--read-data', '--json'], v), 0, v.out + v.err);
+    const report = JSON.parse(v.out);
+    assert.equal(report.restorePoints, 0);
+
+    const again = io(dir);
+    assert.equal(await runWorkerCli(['backup', '--repo', 'file:repo', '--vm', 'v', '--disk', 'root=disk.img', '--json'], again), 0, again.err);
+    const result = JSON.parse(again.out);
+    assert.ok(result.disks[0].blocksNew < 160, `reused what the killed run uploaded (${result.disks[0].blocksNew} of 160 blocks stored again)`);
+    const after = io(dir);
+    assert.equal(await runWorkerCli(['verify', '--repo', 'file:repo', '--read-data', '--json'], after), 0);
+    assert.equal(JSON.parse(after.out).restorePoints, 1);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
