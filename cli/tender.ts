@@ -12,7 +12,7 @@ import { runLocalBackup } from '../shared/local/runner.js';
 import { formatBytes } from '../shared/local/progress-view.js';
 import { openStoreFromUrl } from '../worker/store-from-url.js';
 import { openRepository } from '../worker/repository.js';
-import { passphraseFromKeyRef } from '../worker/keys.js';
+import { repositorySecretFromKeyRef } from '../worker/keys.js';
 import { listRestorePoints, type RestorePointSummary } from '../worker/restore-points.js';
 import { restoreDisk, sha256OfFile } from '../worker/restore.js';
 import { createImageSink } from '../worker/sources/image-file.js';
@@ -54,6 +54,10 @@ cleaned up and reported; the others carry on.
 ${CONFIG_HELP}
   --run-id ID       name the run (default: made from the time)
   --json            print the run's summary as JSON instead of a table
+  --state-machine-arn ARN
+                    provider: aws without --local starts the deployed state machine
+                    (default: TENDER_STATE_MACHINE_ARN, or tender-<TENDER_STAGE>-backup
+                    in AWS_REGION) and prints the execution
 
 Exit code 1 when any VM failed.
 `,
@@ -77,18 +81,22 @@ function configPath(values: { config?: string }, io: TenderIo): string {
 
 async function openPolicyRepository(policy: Policy) {
   const store = await openStoreFromUrl(policy.repository.url);
-  return openRepository(store, await passphraseFromKeyRef(policy.repository.key), { threads: 2 });
+  return openRepository(store, await repositorySecretFromKeyRef(policy.repository.key), { threads: 2 });
 }
 
 async function backupCommand(argv: string[], io: TenderIo): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { policy: { type: 'string' }, local: { type: 'boolean' }, config: { type: 'string' }, 'run-id': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { policy: { type: 'string' }, local: { type: 'boolean' }, config: { type: 'string' }, 'run-id': { type: 'string' }, json: { type: 'boolean' }, 'state-machine-arn': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) return io.stdout(HELP.backup!), 0;
   if (!values.policy) throw new ValidationError('--policy NAME is required: which policy of tender.config.yaml to run');
   const loaded = await loadConfig(configPath(values, io));
   const policy = findPolicy(loaded.config, values.policy);
+  if (policy.provider === 'aws' && !values.local) {
+    const { startBackupFromCli } = await import('../shared/aws/start-execution.js');
+    return startBackupFromCli({ policyName: policy.name, runId: values['run-id'], stateMachineArn: values['state-machine-arn'], json: values.json, env: io.env, stdout: io.stdout });
+  }
   if (policy.provider !== 'local' && !values.local) {
     throw new ConfigError(
       `policy "${policy.name}" runs on ${policy.provider}: start its deployed state machine from your cloud (the schedule does it), or use a provider: local policy with --local — starting a deployed run from this command is not wired up yet`,

@@ -9,7 +9,7 @@ import { toError } from '../shared/core/errors.js';
 import { openImageSource } from './sources/image-file.js';
 import { openStoreFromUrl } from './store-from-url.js';
 import { openOrInitRepository } from './repository.js';
-import { passphraseFromKeyRef } from './keys.js';
+import { repositorySecretFromKeyRef } from './keys.js';
 import { backupVm } from './backup.js';
 import type { BlockSource } from '../shared/ports/block-source.js';
 
@@ -49,9 +49,9 @@ export async function runJob(ref: AgentJobRef): Promise<BackupResult | undefined
   heartbeat.unref();
   const sources: BlockSource[] = [];
   try {
-    const passphrase = await passphraseFromKeyRef(job.repository.key);
+    const secret = await repositorySecretFromKeyRef(job.repository.key);
     const store = await openStoreFromUrl(job.repository.url);
-    const repo = await openOrInitRepository(store, passphrase);
+    const repo = await openOrInitRepository(store, secret);
     try {
       const disks = [];
       for (const d of job.disks) {

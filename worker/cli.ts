@@ -9,7 +9,9 @@ import type { BlockSource } from '../shared/ports/block-source.js';
 import type { JobProgress } from '../shared/ports/cloud.js';
 import { ConfigError, CorruptObjectError, TenderError, ValidationError, toError } from '../shared/core/errors.js';
 import { openStoreFromUrl } from './store-from-url.js';
-import { initRepository, openOrInitRepository, openRepository, type Repository } from './repository.js';
+import { addKey, initRepository, openOrInitRepository, openRepository, type Repository } from './repository.js';
+import type { RepositorySecret } from './crypto.js';
+import { createAwsKmsWrapper, createKeyVaultWrapper } from './key-wrappers.js';
 import { backupVm } from './backup.js';
 import { restoreDisk } from './restore.js';
 import { forgetRestorePoints, listRestorePoints } from './restore-points.js';
@@ -36,10 +38,12 @@ Usage:
   tender-worker verify   --repo URL [--read-data | --read-data-subset PERCENT%] [--json]
   tender-worker forget   --repo URL RESTORE_POINT_ID…
   tender-worker prune    --repo URL [--dry-run] [--safety-margin-hours H] [--json]
+  tender-worker key add  --repo URL (--new-passphrase-file FILE | --new-kms-key-id KEY | --new-key-vault-key-id URL)
 
 Repository URL: file:/abs/path, file:relative/path, s3://bucket/prefix, azblob://account/container/prefix
-  (or TENDER_REPOSITORY). The passphrase comes from --passphrase-file FILE or TENDER_PASSPHRASE.
-  backup creates the repository on first use.
+  (or TENDER_REPOSITORY). The repository opens with a passphrase (--passphrase-file FILE or
+  TENDER_PASSPHRASE) or with the cloud key that wraps its master key (--kms-key-id KEY for AWS KMS,
+  --key-vault-key-id URL for Azure Key Vault). backup creates the repository on first use.
 
 Incremental: --parent names the snapshot the previous restore point of that disk was read from;
   only blocks changed since it are read (from the images' block digest maps, or from
@@ -90,6 +94,22 @@ function progressPrinter(io: CliIo, label: string): { onProgress: (p: JobProgres
   };
 }
 
+async function secretFrom(values: Record<string, unknown>, io: CliIo, prefix = ''): Promise<RepositorySecret> {
+  const kms = values[`${prefix}kms-key-id`] as string | undefined;
+  if (kms) return createAwsKmsWrapper({ keyId: kms });
+  const vault = values[`${prefix}key-vault-key-id`] as string | undefined;
+  if (vault) {
+    const { DefaultAzureCredential } = await import('@azure/identity');
+    return createKeyVaultWrapper({ keyId: vault, credential: new DefaultAzureCredential() });
+  }
+  if (prefix) {
+    const file = values[`${prefix}passphrase-file`] as string | undefined;
+    if (!file) throw new UsageError('key add needs --new-passphrase-file FILE, --new-kms-key-id KEY or --new-key-vault-key-id URL');
+    return passphrase({ 'passphrase-file': file }, io);
+  }
+  return passphrase(values, io);
+}
+
 async function passphrase(values: Record<string, unknown>, io: CliIo): Promise<string> {
   const file = values['passphrase-file'] as string | undefined;
   if (file) {
@@ -128,10 +148,15 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
   try {
     parsed = parseArgs({
       args: rest,
-      allowPositionals: command === 'forget',
+      allowPositionals: command === 'forget' || command === 'key',
       options: {
         repo: { type: 'string' },
         'passphrase-file': { type: 'string' },
+        'kms-key-id': { type: 'string' },
+        'key-vault-key-id': { type: 'string' },
+        'new-passphrase-file': { type: 'string' },
+        'new-kms-key-id': { type: 'string' },
+        'new-key-vault-key-id': { type: 'string' },
         json: { type: 'boolean' },
         vm: { type: 'string' },
         name: { type: 'string' },
@@ -168,7 +193,7 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
     const url = (v.repo as string | undefined) ?? io.env.TENDER_REPOSITORY;
     if (!url) throw new UsageError('no repository: pass --repo URL (file:…, s3://…, azblob://…) or set TENDER_REPOSITORY');
     const store = await openStoreFromUrl(url, { cwd: io.cwd });
-    const pass = await passphrase(v, io);
+    const pass = await secretFrom(v, io);
     const threads = v.threads ? Number(v.threads) : undefined;
     switch (command) {
       case 'init': {
@@ -257,6 +282,13 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
         const text = `${report.ok ? 'ok' : 'PROBLEMS FOUND'}: ${report.restorePoints} restore points, ${report.packs} packs, ${report.blobs} blocks${readData ? `; read ${report.packsRead} packs, checked ${report.blobsChecked} blocks` : ''}\n${report.problems.map((p) => `  ${p.object}: ${p.message}`).join('\n')}${report.problems.length ? '\n' : ''}`;
         out(report, text);
         return report.ok ? 0 : 1;
+      }
+      case 'key': {
+        if (parsed.positionals[0] !== 'add') throw new UsageError('usage: tender-worker key add --repo URL (--new-passphrase-file FILE | --new-kms-key-id KEY | --new-key-vault-key-id URL)');
+        repo = await openRepository(store, pass, { threads });
+        const added = await addKey(repo, await secretFrom(v, io, 'new-'));
+        out({ added }, `added ${added}: the repository now also opens with that key\n`);
+        return 0;
       }
       case 'forget': {
         if (parsed.positionals.length === 0) throw new UsageError('forget needs the IDs of the restore points to delete');

@@ -125,3 +125,49 @@ export async function unwrapWithPassphrase(rec: PassphraseKeyRecord, passphrase:
 export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
+
+/**
+ * Wraps the master key with a key held by a cloud key service (AWS KMS, Azure
+ * Key Vault): the repository then opens for whoever may use that key, with no
+ * passphrase to store or rotate.
+ */
+export interface KeyWrapper {
+  readonly provider: 'aws-kms' | 'azure-keyvault';
+  readonly keyId: string;
+  wrap(master: Buffer): Promise<string>;
+  /** The master key bytes, or undefined when this key did not wrap this record. */
+  unwrap(wrapped: string): Promise<Buffer | undefined>;
+}
+
+/** The `keys/<id>` record for a master key wrapped by a cloud key service. */
+export interface WrappedKeyRecord {
+  kind: 'wrapped';
+  provider: KeyWrapper['provider'];
+  keyId: string;
+  wrapped: string;
+  created: string;
+}
+
+export type KeyRecord = PassphraseKeyRecord | WrappedKeyRecord;
+
+/** What opens a repository: a passphrase, or a cloud key. */
+export type RepositorySecret = string | KeyWrapper;
+
+export async function wrapMasterKey(master: MasterKey, secret: RepositorySecret, now: Date, params = DEFAULT_SCRYPT): Promise<KeyRecord> {
+  if (typeof secret === 'string') return wrapWithPassphrase(master, secret, now, params);
+  return { kind: 'wrapped', provider: secret.provider, keyId: secret.keyId, wrapped: await secret.wrap(masterKeyBytes(master)), created: now.toISOString() };
+}
+
+/** Undefined when this secret does not open this record (wrong passphrase, another key). */
+export async function unwrapMasterKey(rec: KeyRecord, secret: RepositorySecret): Promise<MasterKey | undefined> {
+  if (rec.kind === 'passphrase') return typeof secret === 'string' ? unwrapWithPassphrase(rec, secret) : undefined;
+  if (rec.kind === 'wrapped' && typeof secret !== 'string' && secret.provider === rec.provider && secret.keyId === rec.keyId) {
+    const bytes = await secret.unwrap(rec.wrapped);
+    return bytes ? masterKeyFromBytes(bytes) : undefined;
+  }
+  return undefined;
+}
+
+export function describeSecret(secret: RepositorySecret): string {
+  return typeof secret === 'string' ? 'the passphrase' : `${secret.provider === 'aws-kms' ? 'KMS key' : 'Key Vault key'} ${secret.keyId}`;
+}

@@ -5,6 +5,22 @@
 import { readFile } from 'node:fs/promises';
 import type { KeyRef } from '../shared/core/config.js';
 import { ConfigError } from '../shared/core/errors.js';
+import type { RepositorySecret } from './crypto.js';
+import { createAwsKmsWrapper, createKeyVaultWrapper } from './key-wrappers.js';
+
+/**
+ * What opens the repository for this key source: a passphrase (from the
+ * environment or a file), or the cloud key that wraps the master key
+ * (kmsKeyId: AWS KMS; keyVaultKeyId: Azure Key Vault, with the worker's managed identity).
+ */
+export async function repositorySecretFromKeyRef(ref: KeyRef, env: NodeJS.ProcessEnv = process.env): Promise<RepositorySecret> {
+  if ('kmsKeyId' in ref) return createAwsKmsWrapper({ keyId: ref.kmsKeyId });
+  if ('keyVaultKeyId' in ref) {
+    const { DefaultAzureCredential } = await import('@azure/identity');
+    return createKeyVaultWrapper({ keyId: ref.keyVaultKeyId, credential: new DefaultAzureCredential() });
+  }
+  return passphraseFromKeyRef(ref, env);
+}
 
 export async function passphraseFromKeyRef(ref: KeyRef, env: NodeJS.ProcessEnv = process.env): Promise<string> {
   if ('passphraseEnv' in ref) {
@@ -23,5 +39,5 @@ export async function passphraseFromKeyRef(ref: KeyRef, env: NodeJS.ProcessEnv =
     if (!v) throw new ConfigError(`the repository passphrase file ${ref.passphraseFile} is empty`);
     return v;
   }
-  throw new ConfigError('this repository key source (kmsKeyId / keyVaultKeyId) needs its passphraseSecretArn / passphraseSecretId resolved by the cloud adapter before the worker starts; tender-worker on its own reads passphraseEnv or passphraseFile');
+  throw new ConfigError('this repository key source is a cloud key (kmsKeyId / keyVaultKeyId), not a passphrase — open the repository with repositorySecretFromKeyRef');
 }

@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import zstd from 'zstd-napi';
 import type { ObjectStore } from '../shared/ports/object-store.js';
 import { CorruptObjectError, NotFoundError, RepositoryError, WrongPassphraseError, toError } from '../shared/core/errors.js';
-import { aadFor, newMasterKey, open, seal, unwrapWithPassphrase, wrapWithPassphrase, type MasterKey, type PassphraseKeyRecord } from './crypto.js';
+import { aadFor, describeSecret, newMasterKey, open, seal, unwrapMasterKey, wrapMasterKey, type KeyRecord, type MasterKey, type RepositorySecret } from './crypto.js';
 import {
   DEFAULT_BLOCK_SIZE,
   DEFAULT_PACK_SIZE,
@@ -261,12 +261,12 @@ async function readConfig(store: ObjectStore, key: MasterKey): Promise<RepoConfi
 }
 
 /** Creates a repository. Safe against a concurrent init: the first config written wins and the other opens it. */
-export async function initRepository(store: ObjectStore, passphrase: string, opts: InitOptions = {}): Promise<Repository> {
+export async function initRepository(store: ObjectStore, secret: RepositorySecret, opts: InitOptions = {}): Promise<Repository> {
   if (await store.stat('config')) throw new RepositoryError(`${store.location} already holds a Tender repository — open it instead of creating one`);
   const now = (opts.now ?? (() => new Date()))();
   const master = newMasterKey();
   const keyName = randomBytes(8).toString('hex');
-  const record = await wrapWithPassphrase(master, passphrase, now, opts.scrypt);
+  const record = await wrapMasterKey(master, secret, now, opts.scrypt);
   await store.put(`${KEYS_PREFIX}${keyName}`, Buffer.from(JSON.stringify(record), 'utf8'));
   const config: RepoConfig = {
     version: FORMAT_VERSION,
@@ -280,13 +280,13 @@ export async function initRepository(store: ObjectStore, passphrase: string, opt
   const created = await store.putIfAbsent('config', seal(master.encryption, Buffer.from(JSON.stringify(config)), aadFor('config', 'repository')));
   if (!created) {
     await store.delete(`${KEYS_PREFIX}${keyName}`);
-    return openRepository(store, passphrase, opts);
+    return openRepository(store, secret, opts);
   }
   return new Repository(store, master, config, opts);
 }
 
-/** Opens a repository with a passphrase: NotFoundError when there is none, WrongPassphraseError when no key opens. */
-export async function openRepository(store: ObjectStore, passphrase: string, opts: RepositoryOptions = {}): Promise<Repository> {
+/** Opens a repository with a passphrase or a cloud key: NotFoundError when there is none, WrongPassphraseError when no key record opens. */
+export async function openRepository(store: ObjectStore, secret: RepositorySecret, opts: RepositoryOptions = {}): Promise<Repository> {
   if (!(await store.stat('config'))) {
     throw new NotFoundError(`no Tender repository at ${store.location} — check the URL, or create one with \`tender-worker init\` (backup creates it on first use)`);
   }
@@ -294,16 +294,15 @@ export async function openRepository(store: ObjectStore, passphrase: string, opt
   for await (const o of store.list(KEYS_PREFIX)) keyKeys.push(o.key);
   if (keyKeys.length === 0) throw new RepositoryError(`${store.location} has a config but no keys/: the repository is damaged; restore the keys/ folder from a copy`);
   for (const k of keyKeys.sort()) {
-    let rec: PassphraseKeyRecord;
+    let rec: KeyRecord;
     try {
-      rec = JSON.parse(Buffer.from(await store.get(k)).toString('utf8')) as PassphraseKeyRecord;
+      rec = JSON.parse(Buffer.from(await store.get(k)).toString('utf8')) as KeyRecord;
     } catch (e) {
       if (e instanceof NotFoundError) continue;
       if (e instanceof SyntaxError) continue;
       throw toError(e);
     }
-    if (rec.kind !== 'passphrase') continue;
-    const master = await unwrapWithPassphrase(rec, passphrase);
+    const master = await unwrapMasterKey(rec, secret);
     if (!master) continue;
     const config = await readConfig(store, master);
     if (!config) continue; // a key left by an init that lost the race
@@ -311,12 +310,23 @@ export async function openRepository(store: ObjectStore, passphrase: string, opt
     await repo.loadIndex();
     return repo;
   }
-  throw new WrongPassphraseError(`the passphrase does not open the repository at ${store.location} — check the passphrase you gave (TENDER_PASSPHRASE / --passphrase-file, or the policy's repository.key)`);
+  if (typeof secret === 'string') {
+    throw new WrongPassphraseError(`the passphrase does not open the repository at ${store.location} — check the passphrase you gave (TENDER_PASSPHRASE / --passphrase-file, or the policy's repository.key)`);
+  }
+  throw new WrongPassphraseError(`${describeSecret(secret)} does not open the repository at ${store.location}: no key record was wrapped with it — open it with a key it was made with, or add this key with \`tender-worker key add\``);
 }
 
-export async function openOrInitRepository(store: ObjectStore, passphrase: string, opts: InitOptions = {}): Promise<Repository> {
-  if (await store.stat('config')) return openRepository(store, passphrase, opts);
-  return initRepository(store, passphrase, opts);
+export async function openOrInitRepository(store: ObjectStore, secret: RepositorySecret, opts: InitOptions = {}): Promise<Repository> {
+  if (await store.stat('config')) return openRepository(store, secret, opts);
+  return initRepository(store, secret, opts);
+}
+
+/** Adds another way to open the repository (a second passphrase, a KMS key); the data is untouched. */
+export async function addKey(repo: Repository, secret: RepositorySecret, opts: { scrypt?: { N: number; r: number; p: number } } = {}): Promise<string> {
+  const name = randomBytes(8).toString('hex');
+  const record = await wrapMasterKey(repo.key, secret, repo.now(), opts.scrypt);
+  await repo.store.put(`${KEYS_PREFIX}${name}`, Buffer.from(JSON.stringify(record), 'utf8'));
+  return `${KEYS_PREFIX}${name}`;
 }
 
 /** Runs fn over items with at most `limit` at once; the first failure rejects (after in-flight calls settle). */

@@ -6,14 +6,14 @@ import type { RestorePointInfo, RestorePoints, RepositoryRef } from '../ports/re
 import { NotFoundError } from '../core/errors.js';
 import { openStoreFromUrl } from '../../worker/store-from-url.js';
 import { openRepository, type Repository } from '../../worker/repository.js';
-import { passphraseFromKeyRef } from '../../worker/keys.js';
+import { repositorySecretFromKeyRef } from '../../worker/keys.js';
 import { forgetRestorePoints, listRestorePoints } from '../../worker/restore-points.js';
 
 async function withRepository<T>(ref: RepositoryRef, fn: (repo: Repository) => Promise<T>, ifMissing: () => T): Promise<T> {
   const store = await openStoreFromUrl(ref.url);
   let repo: Repository;
   try {
-    repo = await openRepository(store, await passphraseFromKeyRef(ref.key), { threads: 1 });
+    repo = await openRepository(store, await repositorySecretFromKeyRef(ref.key), { threads: 1 });
   } catch (e) {
     if (e instanceof NotFoundError) return ifMissing();
     throw e;
