@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import type { BlockSource } from '../shared/ports/block-source.js';
 import type { BackupResult, DiskBackupResult, JobProgress } from '../shared/ports/cloud.js';
-import { CorruptObjectError, TenderError, ValidationError } from '../shared/core/errors.js';
+import { CorruptObjectError, TenderError, TransientError, ValidationError } from '../shared/core/errors.js';
 import { mapLimit, type Repository } from './repository.js';
 import { PackBuilder, ZERO_ID, packCapacity, blockCount, checkBuiltPack, emptyBlockMap, isZeroId, mapGet, mapSet, packKey, type BuiltPack, type Manifest, type ManifestDisk, type PackEntry } from './format.js';
 import { findParent } from './restore-points.js';
@@ -142,7 +142,19 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
           const changed = await d.source.changedBlocks(d.parentSnapshotRef);
           if (changed.incremental && parent.disk.sizeBytes === d.source.size) {
             map = await repo.readBlockMap(parent.disk.map, n);
-            blocks = changed.blocks;
+            // Blocks the parent names that this repository no longer holds (a pack lost, or marked
+            // for deletion) are read again from the snapshot: a restore point never inherits a hole.
+            const changedSet = new Set(changed.blocks);
+            let reread = 0;
+            for (let i = 0; i < n; i++) {
+              const id = mapGet(map, i);
+              if (!isZeroId(id) && !changedSet.has(i) && !repo.index.has(id.toString('hex'))) {
+                changedSet.add(i);
+                reread++;
+              }
+            }
+            blocks = reread ? [...changedSet].sort((a, b) => a - b) : changed.blocks;
+            if (reread) reason = `${reread} block(s) of the parent restore point are no longer in the repository and were read again`;
             incremental = true;
             parentId = parent.manifest.id;
           } else {
@@ -249,6 +261,21 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   } catch (e) {
     await uploader.drain();
     throw e;
+  }
+
+  // A prune that ran meanwhile may have marked packs this run refers to (it could not see this
+  // run's blocks): writing the manifest now could name blocks about to be deleted.
+  const markedNow = new Set((await readDeletionMarks(repo)).flatMap((m) => m.record.packs).filter((p) => !repo.avoided.has(p)));
+  if (markedNow.size) {
+    for (const plan of plans) {
+      for (let i = 0; i < plan.n; i++) {
+        const blockIdHex = mapGet(plan.map, i).toString('hex');
+        const loc = repo.index.get(blockIdHex);
+        if (loc && markedNow.has(loc.pack)) {
+          throw new TransientError(`a prune marked packs this backup refers to while it ran, so no restore point was written (nothing is lost) — run the backup again; run prune when no backup is running`);
+        }
+      }
+    }
   }
 
   // Block maps and the manifest come last: a restore point exists only once every block it names is stored and indexed.

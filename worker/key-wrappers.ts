@@ -44,6 +44,20 @@ export function createAwsKmsWrapper(opts: { keyId: string; client?: KMSClient })
   };
 }
 
+/** True when `kid` is https://<same vault>/keys/<same name>/<version>. */
+export function isVersionOf(kid: string, keyId: string): boolean {
+  let a: URL, b: URL;
+  try {
+    a = new URL(kid);
+    b = new URL(keyId);
+  } catch {
+    return false;
+  }
+  const name = b.pathname.split('/')[2];
+  const m = /^\/keys\/([^/]+)\/([^/]+)$/.exec(a.pathname);
+  return a.protocol === 'https:' && a.origin === b.origin && !a.search && !!m && m[1] === name;
+}
+
 export interface TokenSource {
   getToken(scope: string): Promise<{ token: string } | null>;
 }
@@ -89,6 +103,9 @@ export function createKeyVaultWrapper(opts: { keyId: string; credential: TokenSo
     async unwrap(wrapped) {
       const [kid, value] = wrapped.split(' ');
       if (!kid || !value) return undefined;
+      // The record is plain text in the repository: only ever send the worker's token to a
+      // version of the configured key, never to a URL someone with write access planted.
+      if (!isVersionOf(kid, opts.keyId)) return undefined;
       const out = await call(kid, 'unwrapkey', value);
       return out ? Buffer.from(out.value, 'base64url') : undefined;
     },

@@ -192,18 +192,22 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
       await repo.store.put(`deletions/${name}`, repo.sealObject('deletion', name, Buffer.from(JSON.stringify(rec))));
     }
 
-    if (toDelete.size) {
+    // Index entries for packs that are gone (an earlier prune stopped between deleting packs and
+    // replacing the index) must go too, or backups would dedup against blocks that no longer exist.
+    const missing = [...indexed.keys()].filter((p) => !stored.has(p));
+    if (toDelete.size || missing.length) {
       await lock.check();
-      // The new index first, without the doomed packs; then the packs; then the old index files.
-      const keep = [...indexed.values()].filter((p) => !toDelete.has(p.id));
+      // The new index first, without the doomed or missing packs; then the packs; then the old index files.
+      const keep = [...indexed.values()].filter((p) => !toDelete.has(p.id) && stored.has(p.id));
       await repo.writeIndex(keep);
       await mapLimit([...toDelete], 8, async (p) => repo.store.delete(packKey(p)));
+      await lock.check();
       await mapLimit(oldIndexFiles, 8, async (k) => repo.store.delete(k));
       report.indexFilesReplaced = oldIndexFiles.length;
-      for (const k of doneMarks) await repo.store.delete(k);
-    } else {
-      for (const k of doneMarks) await repo.store.delete(k);
     }
+    // A mark goes only once no index names its packs any more (the rewrite above has happened).
+    await lock.check();
+    for (const k of doneMarks) await repo.store.delete(k);
 
     // Block maps whose manifest is gone (a forget interrupted between the two deletes).
     for await (const o of repo.store.list('maps/')) {

@@ -132,8 +132,12 @@ export class Repository {
   avoidPacks(packs: Iterable<string>): void {
     const avoid = new Set(packs);
     if (!avoid.size) return;
+    for (const p of avoid) this.avoided.add(p);
     for (const [hex, loc] of this.index) if (avoid.has(loc.pack)) this.index.delete(hex);
   }
+
+  /** Packs this process will not refer to (marked for deletion, or gone). */
+  readonly avoided = new Set<string>();
 
   addIndexFile(file: IndexFile): void {
     for (const p of file.packs) {
@@ -180,10 +184,15 @@ export class Repository {
    */
   async adoptUnindexedPacks(): Promise<number> {
     const orphans: Array<{ id: string; size: number }> = [];
+    const present = new Set<string>();
     for await (const o of this.store.list('data/')) {
       const id = packIdFromKey(o.key);
-      if (id && !this.indexedPacks.has(id)) orphans.push({ id, size: o.size });
+      if (!id) continue;
+      present.add(id);
+      if (!this.indexedPacks.has(id)) orphans.push({ id, size: o.size });
     }
+    // Indexed but gone (a prune that stopped half-way): never dedup against them.
+    this.avoidPacks([...this.indexedPacks.keys()].filter((p) => !present.has(p)));
     const adopted: Array<{ id: string; size: number; entries: PackEntry[] }> = [];
     await mapLimit(orphans, 8, async (p) => {
       try {
@@ -191,8 +200,9 @@ export class Repository {
         adopted.push({ ...p, entries });
         this.addPack(p.id, p.size, entries);
       } catch (e) {
-        // A pack that cannot be read is not reused; verify reports it and prune removes it.
-        if (!(e instanceof CorruptObjectError)) throw e;
+        // A pack that cannot be read is not reused (prune removes it once it is old); one that
+        // vanished since the listing was an orphan a prune just deleted.
+        if (!(e instanceof CorruptObjectError) && !(e instanceof NotFoundError)) throw e;
       }
     });
     if (adopted.length) await this.writeIndex(adopted);

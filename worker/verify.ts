@@ -88,6 +88,15 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
       try {
         const size = existing.get(key)!;
         const entries = await repo.readPackHeader(pack, size);
+        // The index must say what the pack's own header says, or restore would read the wrong bytes.
+        const inPack = new Map(entries.map((e) => [e.id.toString('hex'), e]));
+        for (const [hex, loc] of repo.index) {
+          if (loc.pack !== pack) continue;
+          const e = inPack.get(hex);
+          if (!e || e.offset !== loc.offset || e.length !== loc.length || e.rawLength !== loc.rawLength) {
+            problems.push({ object: key, message: `the index places block ${hex.slice(0, 16)}… at offset ${loc.offset}, which the pack's header does not` });
+          }
+        }
         const bytes = Buffer.from(await repo.store.get(key));
         packsRead++;
         await Promise.all(

@@ -339,3 +339,95 @@ test('the image sink refuses to overwrite an existing file', async () => {
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a prune that stopped after deleting packs leaves no backup referring to them', async () => {
+  const dir = await tempDir();
+  try {
+    let now = new Date('2026-01-01T00:00:00Z');
+    const clock = () => now;
+    const inner = createMemoryStore(clock);
+    const repo = await initRepository(inner, PASS, { ...FAST, now: clock });
+    const image = makeImage(16, 12);
+    await writeFile(join(dir, 'a.img'), image);
+    const r1 = await backupImage(repo, join(dir, 'a.img'));
+    await forgetRestorePoints(repo, [r1.restorePointId]);
+    now = new Date(now.getTime() + 2 * 86400_000);
+    await pruneRepository(repo);
+    now = new Date(now.getTime() + 2 * 86400_000);
+    await repo.close();
+
+    // The second phase dies after deleting the packs, before replacing the old index files.
+    const dying = withFaults(inner, ({ method, key }) => (method === 'delete' && key.startsWith('index/') ? { method, error: 'crash' } : undefined));
+    const pruner = await openRepository(dying, PASS, { threads: 1, now: clock });
+    await assert.rejects(pruneRepository(pruner), SimulatedCrashError);
+    await pruner.close();
+    // Its lock is left behind; it expires after an hour.
+    now = new Date(now.getTime() + 2 * 3600_000);
+
+    const next = await openRepository(inner, PASS, { ...FAST, now: clock });
+    const r2 = await backupImage(next, join(dir, 'a.img'));
+    assert.equal(r2.disks[0]!.blocksNew, 12, 'blocks whose packs are gone are stored again');
+    assert.equal(sha(await restoreToBuffer(next, r2.restorePointId, 'root', dir)), sha(image));
+    await pruneRepository(next);
+    const reopened = await openRepository(inner, PASS, { threads: 1 });
+    const report = await verifyRepository(reopened, { readData: true });
+    assert.equal(report.ok, true, JSON.stringify(report.problems));
+    await Promise.all([next.close(), reopened.close()]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('an incremental whose parent lost blocks reads them again instead of inheriting the hole', async () => {
+  const dir = await tempDir();
+  try {
+    const v1 = makeImage(24, 13);
+    const v2 = Buffer.from(v1);
+    randomBytes(BS).copy(v2, 2 * BS);
+    await writeFile(join(dir, 'v1.img'), v1);
+    await writeFile(join(dir, 'v2.img'), v2);
+    await writeBlockDigestMap(join(dir, 'v1.img'), BS);
+    await writeBlockDigestMap(join(dir, 'v2.img'), BS);
+    const store = createMemoryStore();
+    const repo = await initRepository(store, PASS, FAST);
+    await backupImage(repo, join(dir, 'v1.img'));
+    await repo.close();
+    const lost = [...store.objects.keys()].find((k) => k.startsWith('data/'))!;
+    store.objects.delete(lost);
+
+    const again = await openRepository(store, PASS, FAST);
+    const inc = await backupImage(again, join(dir, 'v2.img'), { parent: join(dir, 'v1.img') });
+    assert.equal(inc.disks[0]!.incremental, true);
+    assert.match(inc.disks[0]!.reason ?? '', /no longer in the repository and were read again/);
+    assert.equal(sha(await restoreToBuffer(again, inc.restorePointId, 'root', dir)), sha(v2));
+    await again.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a block digest map older than its image is not trusted, and an image is never its own parent', async () => {
+  const dir = await tempDir();
+  try {
+    const img = join(dir, 'disk.img');
+    await writeFile(img, makeImage(8, 14));
+    await writeBlockDigestMap(img, BS);
+    const parentCopy = join(dir, 'parent.img');
+    await writeFile(parentCopy, makeImage(8, 14));
+    await writeBlockDigestMap(parentCopy, BS);
+    // The parent image changes after its map was written: the map no longer describes it.
+    await new Promise((r) => setTimeout(r, 20));
+    await writeFile(parentCopy, makeImage(8, 15));
+
+    const src = await openImageSource(img, { blockSize: BS });
+    const stale = await src.changedBlocks(parentCopy);
+    assert.equal(stale.incremental, false);
+    assert.match(stale.reason ?? '', /no up-to-date block digest map/);
+    const self = await src.changedBlocks(img);
+    assert.equal(self.incremental, false);
+    assert.match(self.reason ?? '', /the parent snapshot is the image itself/);
+    await src.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -96,6 +96,16 @@ test('a Key Vault key wraps through wrapkey/unwrapkey with the version it used, 
   assert.equal(reopened.config.id, repo.config.id);
   assert.ok(calls.some((u) => u.startsWith('https://acme.vault.azure.net/keys/tender-repo/v1/unwrapkey')), 'unwrap uses the key version that wrapped');
 
+  // A key record planted by someone with write access to the repository, pointing elsewhere:
+  // the worker's token is never sent there.
+  calls.length = 0;
+  const evil = { kind: 'wrapped', provider: 'azure-keyvault', keyId: 'https://acme.vault.azure.net/keys/tender-repo', wrapped: 'https://attacker.example/keys/tender-repo/v1 AAAA', created: '2026-01-01T00:00:00Z' };
+  const onlyEvil = createMemoryStore();
+  for (const [k, o] of store.objects) if (!k.startsWith('keys/')) onlyEvil.objects.set(k, o);
+  onlyEvil.objects.set('keys/evil', { data: Buffer.from(JSON.stringify(evil)), modified: new Date() });
+  await assert.rejects(openRepository(onlyEvil, wrapper, FAST), WrongPassphraseError);
+  assert.deepEqual(calls.filter((u) => u.includes('attacker')), []);
+
   const denied = createKeyVaultWrapper({ keyId: 'https://acme.vault.azure.net/keys/denied', credential, fetch: fakeFetch });
   await assert.rejects(initRepository(createMemoryStore(), denied, FAST), (e: Error) => e instanceof AccessDeniedError && /keys\/wrapKey/.test(e.message));
   assert.throws(() => createKeyVaultWrapper({ keyId: 'not-a-url', credential }), ConfigError);

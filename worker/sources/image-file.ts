@@ -7,12 +7,16 @@
 // image again.
 
 import { open, rename, rm, stat, writeFile, readFile, type FileHandle } from 'node:fs/promises';
+import { resolve as resolvePath } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { BlockSink, BlockSource, ChangedBlocks } from '../../shared/ports/block-source.js';
 import { NotFoundError, RepositoryError, ValidationError } from '../../shared/core/errors.js';
 import { DEFAULT_BLOCK_SIZE } from '../format.js';
 
-const MAP_MAGIC = Buffer.from('TBM1', 'ascii');
+// Header: magic, block size (u32), image size (u64), image mtime in ms (f64). The size and
+// mtime tie a map to the image it describes: a map older than its image is never trusted.
+const MAP_MAGIC = Buffer.from('TBM2', 'ascii');
+const MAP_HEADER = 24;
 const ZERO_DIGEST = Buffer.alloc(32);
 
 export function digestMapPath(imagePath: string): string {
@@ -44,10 +48,11 @@ export async function writeBlockDigestMap(imagePath: string, blockSize = DEFAULT
   const { fh, size } = await openImage(imagePath);
   try {
     const n = Math.ceil(size / blockSize);
-    const out = Buffer.alloc(16 + n * 32);
+    const out = Buffer.alloc(MAP_HEADER + n * 32);
     MAP_MAGIC.copy(out, 0);
     out.writeUInt32LE(blockSize, 4);
     out.writeBigUInt64LE(BigInt(size), 8);
+    out.writeDoubleLE((await fh.stat()).mtimeMs, 16);
     const buf = Buffer.allocUnsafe(blockSize);
     const zero = Buffer.alloc(blockSize);
     for (let i = 0; i < n; i++) {
@@ -55,7 +60,7 @@ export async function writeBlockDigestMap(imagePath: string, blockSize = DEFAULT
       const { bytesRead } = await fh.read(buf, 0, len, i * blockSize);
       const block = buf.subarray(0, bytesRead);
       const digest = isZero(block, zero) ? ZERO_DIGEST : createHash('sha256').update(block).digest();
-      digest.copy(out, 16 + i * 32);
+      digest.copy(out, MAP_HEADER + i * 32);
     }
     await writeFile(`${digestMapPath(imagePath)}.tmp`, out);
     await rename(`${digestMapPath(imagePath)}.tmp`, digestMapPath(imagePath));
@@ -64,16 +69,20 @@ export async function writeBlockDigestMap(imagePath: string, blockSize = DEFAULT
   }
 }
 
+/** The digest map of an image, or undefined when there is none or it no longer matches the image. */
 async function readDigestMap(imagePath: string): Promise<{ blockSize: number; size: number; digests: Buffer } | undefined> {
   let b: Buffer;
+  let st;
   try {
-    b = await readFile(digestMapPath(imagePath));
+    [b, st] = await Promise.all([readFile(digestMapPath(imagePath)), stat(imagePath)]);
   } catch (e: any) {
     if (e?.code === 'ENOENT') return undefined;
     throw e;
   }
-  if (b.length < 16 || !b.subarray(0, 4).equals(MAP_MAGIC)) return undefined;
-  return { blockSize: b.readUInt32LE(4), size: Number(b.readBigUInt64LE(8)), digests: b.subarray(16) };
+  if (b.length < MAP_HEADER || !b.subarray(0, 4).equals(MAP_MAGIC)) return undefined;
+  const size = Number(b.readBigUInt64LE(8));
+  if (size !== st.size || b.readDoubleLE(16) !== st.mtimeMs) return undefined;
+  return { blockSize: b.readUInt32LE(4), size, digests: b.subarray(MAP_HEADER) };
 }
 
 export interface ImageSourceOptions {
@@ -92,8 +101,9 @@ export async function openImageSource(path: string, opts: ImageSourceOptions = {
     // every block is offered; the backup skips all-zero blocks after reading.
     allocatedBlocks: async () => all(),
     async changedBlocks(parent: string): Promise<ChangedBlocks> {
+      if (resolvePath(parent) === resolvePath(path)) return { blocks: all(), incremental: false, reason: `the parent snapshot is the image itself (${path}) — full read` };
       const prev = await readDigestMap(parent);
-      if (!prev) return { blocks: all(), incremental: false, reason: `no block digest map for the parent snapshot ${parent} — full read` };
+      if (!prev) return { blocks: all(), incremental: false, reason: `no up-to-date block digest map for the parent snapshot ${parent} — full read` };
       let cur = await readDigestMap(path);
       if (!cur) {
         await writeBlockDigestMap(path, blockSize);
