@@ -135,6 +135,15 @@ export async function restoreDisk(
         onProgress({ bytesDone: written, bytesTotal: total, bytesPerSecond: Math.round(written / Math.max(0.001, (last - started) / 1000)), diskId });
       }
     });
+    if (sink.hasBase) {
+      // Over a base (a parent snapshot), an unwritten block would show the base's data.
+      const zeros = Buffer.alloc(disk.blockSize);
+      for (let i = 0; i < n; i++) {
+        if (!isZeroId(mapGet(map, i))) continue;
+        const len = Math.min(disk.blockSize, disk.sizeBytes - i * disk.blockSize);
+        await sink.writeBlock(i, zeros.subarray(0, len));
+      }
+    }
     const target = await sink.finish();
     return { bytesWritten: written, sizeBytes: disk.sizeBytes, target };
   } catch (e) {

@@ -53,6 +53,11 @@ export interface BlockSource {
 export interface BlockSink {
   readonly blockSize: number;
   /**
+   * True when blocks never written read as something other than zeros (a new EBS
+   * snapshot on top of a parent): the caller must then write zero blocks too.
+   */
+  readonly hasBase?: boolean;
+  /**
    * Writes one block. Blocks that are not written read back as zeros. The sink
    * must not keep a reference to `data` once the returned promise settles: the
    * caller reuses that memory (copy it if the upload continues in the background).

@@ -431,3 +431,28 @@ test('a block digest map older than its image is not trusted, and an image is ne
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('restoring onto a sink with a base (a parent snapshot) writes the zero blocks too', async () => {
+  const dir = await tempDir();
+  try {
+    const image = makeImage(8, 16);
+    await writeFile(join(dir, 'disk.img'), image);
+    const repo = await initRepository(createMemoryStore(), PASS, FAST);
+    const r = await backupImage(repo, join(dir, 'disk.img'));
+    const disk = Buffer.alloc(image.length, 0xee); // the base: whatever the parent held
+    const sink = {
+      blockSize: BS,
+      hasBase: true,
+      async writeBlock(i: number, data: Uint8Array) {
+        disk.set(data, i * BS);
+      },
+      finish: async () => 'snap-new',
+      abort: async () => undefined,
+    };
+    await restoreDisk(repo, r.restorePointId, 'root', sink);
+    assert.equal(sha(disk), sha(image));
+    await repo.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

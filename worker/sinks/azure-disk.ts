@@ -82,40 +82,25 @@ export async function createAzureDiskSink(opts: AzureDiskSinkOptions): Promise<A
     if (state !== 'open') throw new ConfigError(`Azure disk sink ${name}: ${op} after ${state === 'finished' ? 'finish' : 'abort'}; create a new sink`);
   };
 
+  // Restore calls writeBlock for many blocks at once. The run being assembled is shared state
+  // across awaits (a flush in one call must not let another call start a run this call then
+  // appends to), so calls go through one at a time, in call order.
+  let chain: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const p = chain.then(fn);
+    chain = p.catch(() => undefined);
+    return p;
+  };
+
   return {
     blockSize,
     size,
 
-    async writeBlock(index: number, data: Uint8Array) {
-      assertOpen('writeBlock');
-      if (!Number.isInteger(index) || index < 0 || index >= blockCount) {
-        throw new RangeError(`Azure disk sink ${name}: block ${index} is outside the ${size}-byte disk`);
-      }
-      const offset = index * blockSize;
-      const room = Math.min(blockSize, size - offset);
-      if (data.byteLength > room) {
-        throw new RangeError(`Azure disk sink ${name}: block ${index} has ${data.byteLength} bytes, but only ${room} fit at its offset`);
-      }
-      if (isAllZero(data)) return;
-      // Pages are whole: a short tail is padded with zeros up to the next 512 bytes.
-      const padded = Math.ceil(data.byteLength / AZURE_PAGE_SIZE) * AZURE_PAGE_SIZE;
-
-      if (run && (run.offset + run.length !== offset || run.length + padded > AZURE_MAX_PUT_PAGE_BYTES)) await flush();
-      let written = 0;
-      while (written < padded) {
-        // The caller may reuse its buffer once we return: copy into our own.
-        run ??= { offset: offset + written, buf: new Uint8Array(AZURE_MAX_PUT_PAGE_BYTES), length: 0 };
-        const take = Math.min(padded - written, AZURE_MAX_PUT_PAGE_BYTES - run.length);
-        run.buf.set(data.subarray(written, Math.min(written + take, data.byteLength)), run.length);
-        run.length += take;
-        written += take;
-        if (run.length === AZURE_MAX_PUT_PAGE_BYTES) await flush();
-      }
-    },
+    writeBlock: (index: number, data: Uint8Array) => serial(() => writeOne(index, data)),
 
     async finish() {
       assertOpen('finish');
-      await flush();
+      await serial(() => flush());
       await writes.drain();
       state = 'finished';
       return redactSas(opts.sasUrl || client.url);
@@ -124,8 +109,36 @@ export async function createAzureDiskSink(opts: AzureDiskSinkOptions): Promise<A
     async abort() {
       if (state !== 'open') return;
       state = 'aborted';
+      await chain;
       run = undefined;
       await writes.settle();
     },
   };
+
+  async function writeOne(index: number, data: Uint8Array): Promise<void> {
+    assertOpen('writeBlock');
+    if (!Number.isInteger(index) || index < 0 || index >= blockCount) {
+      throw new RangeError(`Azure disk sink ${name}: block ${index} is outside the ${size}-byte disk`);
+    }
+    const offset = index * blockSize;
+    const room = Math.min(blockSize, size - offset);
+    if (data.byteLength > room) {
+      throw new RangeError(`Azure disk sink ${name}: block ${index} has ${data.byteLength} bytes, but only ${room} fit at its offset`);
+    }
+    if (isAllZero(data)) return;
+    // Pages are whole: a short tail is padded with zeros up to the next 512 bytes.
+    const padded = Math.ceil(data.byteLength / AZURE_PAGE_SIZE) * AZURE_PAGE_SIZE;
+
+    if (run && (run.offset + run.length !== offset || run.length + padded > AZURE_MAX_PUT_PAGE_BYTES)) await flush();
+    let written = 0;
+    while (written < padded) {
+      // The caller may reuse its buffer once we return: copy into our own.
+      run ??= { offset: offset + written, buf: new Uint8Array(AZURE_MAX_PUT_PAGE_BYTES), length: 0 };
+      const take = Math.min(padded - written, AZURE_MAX_PUT_PAGE_BYTES - run.length);
+      run.buf.set(data.subarray(written, Math.min(written + take, data.byteLength)), run.length);
+      run.length += take;
+      written += take;
+      if (run.length === AZURE_MAX_PUT_PAGE_BYTES) await flush();
+    }
+  }
 }

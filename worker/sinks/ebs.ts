@@ -143,6 +143,8 @@ export async function createEbsSink(opts: EbsSinkOptions): Promise<EbsSink> {
   return {
     snapshotId,
     blockSize,
+    // Over a parent, unwritten blocks read as the parent's: restore writes zero blocks explicitly.
+    hasBase: !!opts.parentSnapshotId,
 
     async writeBlock(index: number, data: Uint8Array) {
       assertOpen('writeBlock');
