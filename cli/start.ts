@@ -34,7 +34,7 @@ export const DEMO_VMS: DemoVm[] = [
 export const CHANGED = { vmId: 'vm-db-1', diskId: 'data' };
 
 export interface DemoOptions {
-  /** Where the demo lives (default <project>/.tender). */
+  /** Where the demo lives (default <project>/.tender/demo, apart from a user's own .tender state). */
   dir: string;
   out: (s: string) => void;
   isTTY?: boolean;
@@ -216,7 +216,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
 const isMain = process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname);
 if (isMain) {
   runDemo({
-    dir: process.env.TENDER_DEMO_DIR ? resolve(process.env.TENDER_DEMO_DIR) : join(PROJECT_ROOT, '.tender'),
+    dir: process.env.TENDER_DEMO_DIR ? resolve(process.env.TENDER_DEMO_DIR) : join(PROJECT_ROOT, '.tender', 'demo'),
     out: (s) => process.stdout.write(s),
     isTTY: process.stdout.isTTY,
     columns: process.stdout.columns,

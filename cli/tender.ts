@@ -189,7 +189,7 @@ async function restoreCommand(argv: string[], io: TenderIo): Promise<number> {
     const disk = manifest.disks.find((d) => d.diskId === values.disk);
     if (!disk) throw new ValidationError(`restore point ${manifest.id} has no disk "${values.disk}" — it has: ${manifest.disks.map((d) => d.diskId).join(', ')}`);
     const target = resolve(io.cwd, values.to!);
-    const sink = await createImageSink(target, disk.sizeBytes, { overwrite: values.overwrite });
+    const sink = await createImageSink(target, disk.sizeBytes, { blockSize: disk.blockSize, overwrite: values.overwrite });
     const res = await restoreDisk(repo, manifest.id, disk.diskId, sink);
     const sha256 = await sha256OfFile(target);
     if (values.json) io.stdout(JSON.stringify({ restorePointId: manifest.id, diskId: disk.diskId, target, bytesWritten: res.bytesWritten, sha256 }, null, 2) + '\n');

@@ -32,6 +32,18 @@ async function call(ref: AgentJobRef, path: string, body?: unknown): Promise<Res
   return res;
 }
 
+async function reportSuccess(ref: AgentJobRef, result: BackupResult): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await call(ref, '/result', { state: 'succeeded', result });
+      return;
+    } catch (e) {
+      if (attempt >= 5) throw e;
+      await new Promise((r) => setTimeout(r, Math.random() * 200 * 2 ** attempt));
+    }
+  }
+}
+
 export async function runJob(ref: AgentJobRef): Promise<BackupResult | undefined> {
   const job = (await (await call(ref, '')).json()) as WorkerJob;
   let latest: JobProgress = { bytesDone: 0, bytesTotal: job.disks.reduce((n, d) => n + d.sizeBytes, 0), bytesPerSecond: 0 };
@@ -48,6 +60,7 @@ export async function runJob(ref: AgentJobRef): Promise<BackupResult | undefined
   const heartbeat = setInterval(() => report(latest, true), HEARTBEAT_MS);
   heartbeat.unref();
   const sources: BlockSource[] = [];
+  let succeeded: BackupResult | undefined;
   try {
     const secret = await repositorySecretFromKeyRef(job.repository.key);
     const store = await openStoreFromUrl(job.repository.url);
@@ -70,12 +83,16 @@ export async function runJob(ref: AgentJobRef): Promise<BackupResult | undefined
         onProgress: (p) => report(p),
       });
       await sending;
-      await call(ref, '/result', { state: 'succeeded', result });
+      // The restore point exists now: report it, retrying, and never turn it into a failure
+      // (cleanup would then delete the snapshot set the next incremental needs).
+      succeeded = result;
+      await reportSuccess(ref, result);
       return result;
     } finally {
       await repo.close();
     }
   } catch (e) {
+    if (succeeded) throw e;
     const err = toError(e);
     await sending;
     await call(ref, '/result', { state: 'failed', error: { name: err.name, message: err.message } }).catch(() => undefined);

@@ -40,9 +40,11 @@ export async function runApplyRetention(rawInput: ApplyRetentionInput, deps: Pic
     if (!lastGood) continue;
     const keepIds = new Set(parents.values());
     const keep = sets.find((s) => s.setId === lastGood)!;
-    // Only this policy's sets older than the kept one: a newer set may belong to a run still going.
+    // Only this policy's sets older than the kept one, and only those whose run has finished
+    // (recorded an outcome): with overlapping schedules an older run may still be reading its set.
+    const finishedRuns = new Set(runs.map((r) => r.runId));
     for (const s of sets) {
-      if (!keepIds.has(s.setId) && s.createdAt < keep.createdAt && s.tags?.['tender:policy'] === run.policy) {
+      if (!keepIds.has(s.setId) && s.createdAt < keep.createdAt && s.tags?.['tender:policy'] === run.policy && finishedRuns.has(s.runId)) {
         await deps.cloud.snapshots.deleteSnapshotSet(s.setId);
         out.snapshotSetsDeleted.push(s.setId);
       }

@@ -144,8 +144,11 @@ export async function startLoopbackServer(opts: { clock: Clock; secret?: Buffer 
         const body = (await readBody(req)) as JobStatus;
         entry.heardAt = now();
         if (body && (body.state === 'succeeded' || body.state === 'failed')) {
-          entry.status = { ...body, updatedAt: new Date(now()).toISOString() } as JobStatus;
-          server.onReport?.(entry.job.jobId, entry.status);
+          // The first result is final: a late "failed" must never overwrite a success.
+          if (entry.status.state !== 'succeeded' && entry.status.state !== 'failed') {
+            entry.status = { ...body, updatedAt: new Date(now()).toISOString() } as JobStatus;
+            server.onReport?.(entry.job.jobId, entry.status);
+          }
           res.writeHead(204).end();
         } else res.writeHead(400).end('result must be { state: succeeded | failed }\n');
         return;
