@@ -108,3 +108,20 @@ test('loopback: the job needs its bearer credential; progress and result reach t
     await done();
   }
 });
+
+test('loopback: the first result is final — a late "failed" never overwrites a success', async () => {
+  const { server, done } = await setup();
+  try {
+    const { url, token } = server.offerJob(job, { runId: 'r1', vmId: 'vm-a' }, 600);
+    const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    await fetch(url, { headers: auth });
+    const result = { restorePointId: 'rp-1', disks: [], seconds: 1 };
+    assert.equal((await fetch(`${url}/result`, { method: 'POST', headers: auth, body: JSON.stringify({ state: 'succeeded', result }) })).status, 204);
+    await fetch(`${url}/result`, { method: 'POST', headers: auth, body: JSON.stringify({ state: 'failed', error: { name: 'Error', message: 'late' } }) });
+    const status = server.jobStatus('job-1').status;
+    assert.equal(status.state, 'succeeded');
+    assert.equal((status as any).result.restorePointId, 'rp-1');
+  } finally {
+    await done();
+  }
+});
