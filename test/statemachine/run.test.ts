@@ -56,6 +56,16 @@ test('run: the second run hands the worker the parent snapshot set and is increm
   assert.ok(!('error' in s2.retention) && s2.retention.snapshotSetsDeleted.length === 2);
 });
 
+test('run: retention never deletes the snapshot set of a run that has not finished (overlapping schedules)', async () => {
+  const { deps, policy, world } = setup(0);
+  await executeBackup({ deps, input: { runId: 'r1', applianceId: 'acme', policy }, waitMs: 1, retryMs: 1 });
+  // An older run of the same policy still reading its set: no outcome recorded yet.
+  world.sets.set('ss-slow-vm-a', { setId: 'ss-slow-vm-a', vmId: 'vm-a', region: 'local', runId: 'r-slow', state: 'ready', createdAt: '2000-01-01T00:00:00.000Z', disks: [], tags: { 'tender:policy': policy.name } });
+  await executeBackup({ deps, input: { runId: 'r2', applianceId: 'acme', policy }, waitMs: 1, retryMs: 1 });
+  assert.ok(world.sets.has('ss-slow-vm-a'), 'the unfinished run keeps its set');
+  assert.ok(!world.sets.has('ss-r1-vm-a'), 'finished runs’ old sets still go');
+});
+
 const injectable: StepName[] = PER_VM_STAGES.flatMap((s) => (s.poll ? [s.step, s.poll.step] : [s.step])).filter((s) => s !== STEP.recordOutcome);
 
 for (const step of injectable) {
