@@ -304,23 +304,33 @@ test('prune keeps young unreferenced packs (a backup may still be writing) and t
   }
 });
 
+/** A repository whose only restore point was forgotten and whose packs a first prune has marked. */
+async function repoWithMarkedPacks(dir: string, seed: number) {
+  const time = { now: new Date('2026-01-01T00:00:00Z') };
+  const clock = () => time.now;
+  const advance = (ms: number) => {
+    time.now = new Date(time.now.getTime() + ms);
+  };
+  const store = createMemoryStore(clock);
+  const repo = await initRepository(store, PASS, { ...FAST, now: clock });
+  const image = makeImage(16, seed);
+  await writeFile(join(dir, 'a.img'), image);
+  const r1 = await backupImage(repo, join(dir, 'a.img'));
+  await forgetRestorePoints(repo, [r1.restorePointId]);
+  advance(2 * 86400_000);
+  const marked = await pruneRepository(repo);
+  return { clock, advance, store, repo, image, marked };
+}
+
 test('a backup after a prune marked packs stores those blocks again instead of referring to them', async () => {
   const dir = await tempDir();
   try {
-    let now = new Date('2026-01-01T00:00:00Z');
-    const clock = () => now;
-    const store = createMemoryStore(clock);
-    const repo = await initRepository(store, PASS, { ...FAST, now: clock });
-    const image = makeImage(16, 11);
-    await writeFile(join(dir, 'a.img'), image);
-    const r1 = await backupImage(repo, join(dir, 'a.img'));
-    await forgetRestorePoints(repo, [r1.restorePointId]);
-    now = new Date(now.getTime() + 2 * 86400_000);
-    assert.ok((await pruneRepository(repo)).packsMarked > 0);
+    const { advance, repo, image, marked } = await repoWithMarkedPacks(dir, 11);
+    assert.ok(marked.packsMarked > 0);
 
     const r2 = await backupImage(repo, join(dir, 'a.img'));
     assert.equal(r2.disks[0]!.blocksNew, 12, 'blocks in marked packs are uploaded again');
-    now = new Date(now.getTime() + 2 * 86400_000);
+    advance(2 * 86400_000);
     await pruneRepository(repo);
     assert.equal(sha(await restoreToBuffer(repo, r2.restorePointId, 'root', dir)), sha(image));
     await repo.close();
@@ -343,17 +353,8 @@ test('the image sink refuses to overwrite an existing file', async () => {
 test('a prune that stopped after deleting packs leaves no backup referring to them', async () => {
   const dir = await tempDir();
   try {
-    let now = new Date('2026-01-01T00:00:00Z');
-    const clock = () => now;
-    const inner = createMemoryStore(clock);
-    const repo = await initRepository(inner, PASS, { ...FAST, now: clock });
-    const image = makeImage(16, 12);
-    await writeFile(join(dir, 'a.img'), image);
-    const r1 = await backupImage(repo, join(dir, 'a.img'));
-    await forgetRestorePoints(repo, [r1.restorePointId]);
-    now = new Date(now.getTime() + 2 * 86400_000);
-    await pruneRepository(repo);
-    now = new Date(now.getTime() + 2 * 86400_000);
+    const { clock, advance, store: inner, repo, image } = await repoWithMarkedPacks(dir, 12);
+    advance(2 * 86400_000);
     await repo.close();
 
     // The second phase dies after deleting the packs, before replacing the old index files.
@@ -362,7 +363,7 @@ test('a prune that stopped after deleting packs leaves no backup referring to th
     await assert.rejects(pruneRepository(pruner), SimulatedCrashError);
     await pruner.close();
     // Its lock is left behind; it expires after an hour.
-    now = new Date(now.getTime() + 2 * 3600_000);
+    advance(2 * 3600_000);
 
     const next = await openRepository(inner, PASS, { ...FAST, now: clock });
     const r2 = await backupImage(next, join(dir, 'a.img'));
