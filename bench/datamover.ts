@@ -61,19 +61,23 @@ const v2 = join(disks, 'disk-v2.img');
 const imageBytes = statSync(v1).size;
 const changed = JSON.parse(readFileSync(join(disks, 'changed-blocks.json'), 'utf8'));
 
-// 2. The worker as it ships: one esbuild bundle (the native zstd addon stays outside).
+// 2. The worker as an esbuild bundle (the native zstd addon stays outside). Split into chunks
+// so the S3 / Azure SDKs load only for s3:// and azblob:// repositories, as on a worker.
 // Inside the project so the bundle resolves node_modules (zstd-napi, the SDKs) from here.
-const bundle = join(root, 'dist', 'bench', 'tender-worker.mjs');
+const bundleDir = join(root, 'dist', 'bench');
+rmSync(bundleDir, { recursive: true, force: true });
 await build({
-  entryPoints: [join(root, 'worker', 'main.ts')],
+  entryPoints: { 'tender-worker': join(root, 'worker', 'main.ts') },
   bundle: true,
+  splitting: true,
   platform: 'node',
   format: 'esm',
   target: 'node20',
-  outfile: bundle,
+  outdir: bundleDir,
   packages: 'external',
   logLevel: 'warning',
 });
+const bundle = join(bundleDir, 'tender-worker.js');
 
 // 3. Tender: full, incremental, restore.
 const tw = join(work, 'tender');

@@ -2,7 +2,7 @@
 // Key Vault. The master key never leaves the worker in the clear; the key
 // service only ever sees it to wrap or unwrap it, under the worker's identity.
 
-import { DecryptCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
+import type { KMSClient } from '@aws-sdk/client-kms';
 import { AccessDeniedError, ConfigError, TransientError } from '../shared/core/errors.js';
 import type { KeyWrapper } from './crypto.js';
 
@@ -18,14 +18,19 @@ function kmsError(e: any, keyId: string, action: string): Error {
   return e instanceof Error ? e : new Error(String(e));
 }
 
+// The KMS client is loaded on first use: a passphrase repository never pays for the SDK.
+const kms = () => import('@aws-sdk/client-kms');
+
 export function createAwsKmsWrapper(opts: { keyId: string; client?: KMSClient }): KeyWrapper {
-  const client = opts.client ?? new KMSClient({});
+  let client: KMSClient | undefined = opts.client;
+  const getClient = async () => (client ??= new (await kms()).KMSClient({}));
   return {
     provider: 'aws-kms',
     keyId: opts.keyId,
     async wrap(master) {
       try {
-        const out = await client.send(new EncryptCommand({ KeyId: opts.keyId, Plaintext: master, EncryptionContext: KMS_CONTEXT }));
+        const { EncryptCommand } = await kms();
+        const out = await (await getClient()).send(new EncryptCommand({ KeyId: opts.keyId, Plaintext: master, EncryptionContext: KMS_CONTEXT }));
         if (!out.CiphertextBlob) throw new TransientError(`KMS Encrypt with ${opts.keyId} returned no ciphertext`);
         return Buffer.from(out.CiphertextBlob).toString('base64');
       } catch (e) {
@@ -34,7 +39,8 @@ export function createAwsKmsWrapper(opts: { keyId: string; client?: KMSClient })
     },
     async unwrap(wrapped) {
       try {
-        const out = await client.send(new DecryptCommand({ KeyId: opts.keyId, CiphertextBlob: Buffer.from(wrapped, 'base64'), EncryptionContext: KMS_CONTEXT }));
+        const { DecryptCommand } = await kms();
+        const out = await (await getClient()).send(new DecryptCommand({ KeyId: opts.keyId, CiphertextBlob: Buffer.from(wrapped, 'base64'), EncryptionContext: KMS_CONTEXT }));
         return out.Plaintext ? Buffer.from(out.Plaintext) : undefined;
       } catch (e: any) {
         if (e?.name === 'InvalidCiphertextException' || e?.name === 'IncorrectKeyException') return undefined;
