@@ -7,8 +7,6 @@ import { DeployWorkerInput, type DeployWorkerOutput } from './schema.js';
 import { PER_VM_STAGES, STEP } from '../../shared/core/pipeline.js';
 import { selectWorkerProfile } from '../../shared/core/profiles.js';
 import { renderTags, tenderTags } from '../../shared/core/tags.js';
-import { assertPreflight } from '../../shared/core/network/report.js';
-import type { Finding } from '../../shared/core/network/types.js';
 
 const poll = PER_VM_STAGES.find((s) => s.step === STEP.deployWorker)!.poll!;
 
@@ -22,12 +20,6 @@ export async function runDeployWorker(rawInput: DeployWorkerInput, deps: Pick<St
     region: vm.region,
     placement: run.worker.placement,
   });
-  // In private mode a missing endpoint, route or rule shows up as a hung worker hours later:
-  // check first, and fail this VM now with every finding and its fix.
-  if (run.worker.privateNetwork && deps.cloud.network) {
-    const findings = await deps.cloud.network.check({ region: vm.region, placement: run.worker.placement[vm.region], repository: run.repository });
-    assertPreflight(findings as Finding[], `private-network preflight for ${vm.name} (${vm.region})`);
-  }
   const ctx = { applianceId: run.applianceId, policyId: run.policyId, policyName: run.policy };
   const tags = { ...renderTags(run.worker.tags, ctx), ...tenderTags({ ...ctx, runId: run.runId, vmId: vm.vmId }) };
   const ref = await deps.cloud.workers.deployWorker({

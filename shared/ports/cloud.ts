@@ -205,23 +205,6 @@ export interface Catalog {
   listRuns(filter?: { policy?: string; vmId?: string }): Promise<RunRecord[]>;
 }
 
-/** One result of a private-network check (shared/core/network). */
-export interface NetworkFinding {
-  check: string;
-  status: 'pass' | 'warn' | 'fail';
-  resource: string;
-  message: string;
-  fix?: string;
-}
-
-export interface NetworkPreflight {
-  /**
-   * Reads the network a private-mode worker would be placed in and returns the
-   * findings of the same checks `tender check-network` runs. Read-only.
-   */
-  check(req: { region: string; placement?: Placement; repository: { url: string; key: KeyRef } }): Promise<NetworkFinding[]>;
-}
-
 /** Everything a cloud provides to the pipeline. */
 export interface CloudPorts {
   snapshots: Snapshots;
@@ -229,6 +212,4 @@ export interface CloudPorts {
   channel: WorkerChannel;
   access: Access;
   catalog: Catalog;
-  /** Clouds with private networks (AWS, Azure) check them before a private-mode worker is deployed. */
-  network?: NetworkPreflight;
 }

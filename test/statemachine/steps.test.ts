@@ -11,7 +11,7 @@ import { runStartBackup } from '../../functions/start-backup/step.js';
 import { runCleanup, describeCaught } from '../../functions/cleanup/step.js';
 import { fixedClock } from '../../shared/core/clock.js';
 import { silentLogger } from '../../shared/core/logger.js';
-import { NetworkPreflightError, SnapshotFailedError, TimedOutError, WorkerFailedError } from '../../shared/core/errors.js';
+import { SnapshotFailedError, TimedOutError, WorkerFailedError } from '../../shared/core/errors.js';
 import { createFakeCloud, fakeVm, testPolicy } from './fake-cloud.js';
 
 async function planned(pendingPolls = 5) {
@@ -52,35 +52,6 @@ test('deployWorker: sized by total disk size, placed in the region, tagged; chec
   assert.equal(world.workers.get(w.workerId)!.tags.Name, 'tender-web');
   world.workers.get(w.workerId)!.state = 'gone';
   await assert.rejects(runCheckWorker({ run, vm, worker: w }, deps), WorkerFailedError);
-});
-
-test('deployWorker in private mode runs the network preflight first and fails the VM with every finding and fix', async () => {
-  const { deps, run, vm, world } = await planned();
-  const asked: unknown[] = [];
-  const cloud = {
-    ...deps.cloud,
-    network: {
-      async check(req: unknown) {
-        asked.push(req);
-        return [
-          { check: 'endpoint.ebs', status: 'fail' as const, resource: 'vpc-1', message: 'no interface endpoint for ebs', fix: 'create com.amazonaws.eu-west-1.ebs' },
-          { check: 'endpoint.ssm', status: 'pass' as const, resource: 'vpce-1', message: 'ok' },
-        ];
-      },
-    },
-  };
-
-  await assert.rejects(
-    runDeployWorker({ run: { ...run, worker: { ...run.worker, privateNetwork: true } }, vm }, { ...deps, cloud }),
-    (e: Error) => e instanceof NetworkPreflightError && /endpoint\.ebs/.test(e.message) && /create com\.amazonaws\.eu-west-1\.ebs/.test(e.message) && !/endpoint\.ssm/.test(e.message),
-  );
-  assert.equal(world.workers.size, 0, 'no worker was deployed');
-  assert.equal(asked.length, 1);
-
-  // Public mode does not need the endpoints: no preflight, the worker is deployed.
-  const w = await runDeployWorker({ run: { ...run, worker: { ...run.worker, privateNetwork: false } }, vm }, { ...deps, cloud });
-  assert.ok(world.workers.has(w.workerId));
-  assert.equal(asked.length, 1);
 });
 
 test('startBackup: a parent set that no longer exists means a full read, said so', async () => {
