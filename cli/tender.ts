@@ -58,6 +58,8 @@ ${CONFIG_HELP}
                     provider: aws without --local starts the deployed state machine
                     (default: TENDER_STATE_MACHINE_ARN, or tender-<TENDER_STAGE>-backup
                     in AWS_REGION) and prints the execution
+                    provider: azure without --local calls the Function app's manual start
+                    (POST <TENDER_AZURE_FUNCTION_URL>/api/backup/NAME with TENDER_AZURE_FUNCTION_KEY)
 
 Exit code 1 when any VM failed.
 `,
@@ -97,10 +99,9 @@ async function backupCommand(argv: string[], io: TenderIo): Promise<number> {
     const { startBackupFromCli } = await import('../shared/aws/start-execution.js');
     return startBackupFromCli({ policyName: policy.name, runId: values['run-id'], stateMachineArn: values['state-machine-arn'], json: values.json, env: io.env, stdout: io.stdout });
   }
-  if (policy.provider !== 'local' && !values.local) {
-    throw new ConfigError(
-      `policy "${policy.name}" runs on ${policy.provider}: start its deployed state machine from your cloud (the schedule does it), or use a provider: local policy with --local — starting a deployed run from this command is not wired up yet`,
-    );
+  if (policy.provider === 'azure' && !values.local) {
+    const { startAzureRunFromCli } = await import('../shared/azure/start-run.js');
+    return startAzureRunFromCli({ policyName: policy.name, runId: values['run-id'], json: values.json, env: io.env, stdout: io.stdout });
   }
   const logger = io.env.TENDER_LOG_LEVEL && io.env.TENDER_LOG_LEVEL !== 'silent' ? createJsonLogger({ write: (l) => io.stderr(l + '\n') }) : silentLogger;
   if (!values.json) io.stdout(`Backing up policy "${policy.name}" (${policy.vms.ids?.length ? `VMs ${policy.vms.ids.join(', ')}` : `VMs tagged ${JSON.stringify(policy.vms.tags)}`}) into ${policy.repository.url}\n`);

@@ -36,6 +36,8 @@ cctx.setParameter(zstd.CParameter.compressionLevel, workerData.level);
 const dctx = new zstd.DCtx();
 const packed = Buffer.allocUnsafe(zstd.compressBound(slotSize));
 const unpacked = Buffer.allocUnsafe(slotSize);
+const opened = Buffer.allocUnsafe(slotSize);
+const CHUNK = 64 * 1024;
 let sinceGc = 0;
 // Sealing allocates (node:crypto has no update-into); collecting every few MiB keeps that
 // garbage from piling up to V8's 64 MiB external-memory trigger in each thread.
@@ -63,16 +65,26 @@ function sealInto(out, codec, payload, aad) {
   out[0] = 1; nonce.copy(out, 1);
   let at = 13;
   at += c.update(Buffer.of(codec)).copy(out, at);
-  at += c.update(payload).copy(out, at);
+  // In 64 KiB steps: node:crypto allocates every update's output, so small steps keep the
+  // garbage each block leaves behind small.
+  for (let i = 0; i < payload.length; i += CHUNK) at += c.update(payload.subarray(i, Math.min(payload.length, i + CHUNK))).copy(out, at);
   at += c.final().copy(out, at);
   at += c.getAuthTag().copy(out, at);
   return at;
 }
+/** Opens a sealed blob into the thread's opened scratch buffer (valid until the next call). */
 function openSealed(sealed, aad) {
   if (sealed.length < 30 || sealed[0] !== 1) return undefined;
   const d = crypto.createDecipheriv('aes-256-gcm', encKey, sealed.subarray(1, 13));
   d.setAAD(aad); d.setAuthTag(sealed.subarray(sealed.length - 16));
-  try { const a = d.update(sealed.subarray(13, sealed.length - 16)); const b = d.final(); return b.length ? Buffer.concat([a, b]) : a; } catch { return undefined; }
+  const body = sealed.subarray(13, sealed.length - 16);
+  if (body.length > opened.length) return undefined;
+  let at = 0;
+  try {
+    for (let i = 0; i < body.length; i += CHUNK) at += d.update(body.subarray(i, Math.min(body.length, i + CHUNK))).copy(opened, at);
+    at += d.final().copy(opened, at);
+  } catch { return undefined; }
+  return opened.subarray(0, at);
 }
 /** Decodes into the thread's scratch buffer (valid until the next call). */
 function decodePlain(plain) {

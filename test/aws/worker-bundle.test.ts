@@ -1,0 +1,39 @@
+// The AWS worker bundle: one reproducible .tar.gz with the agent and the zstd
+// codec next to it, and the manifest (sha256) the install command checks.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildAwsWorkerBundle } from '../../shared/aws/build-worker-bundle.js';
+
+test('bundle: agent + zstd-napi runtime in a tar.gz whose sha256 is in the manifest; rebuilding gives the same bytes; the agent starts and asks for its queues', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'tender-bundle-'));
+  try {
+    // Act
+    const a = await buildAwsWorkerBundle({ outDir: out });
+    const b = await buildAwsWorkerBundle({ outDir: out });
+    // Assess
+    assert.equal(a.sha256, b.sha256, 'reproducible');
+    assert.equal(createHash('sha256').update(readFileSync(a.path)).digest('hex'), a.sha256);
+    const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
+    assert.equal(manifest.sha256, a.sha256);
+    assert.equal(manifest.key, `worker/tender-worker-${a.sha256.slice(0, 16)}.tar.gz`);
+    const files = execFileSync('tar', ['-tzf', a.path], { encoding: 'utf8' }).split('\n');
+    for (const f of ['./tender-aws-worker.cjs', './node_modules/zstd-napi/build/Release/binding.node', './node_modules/zstd-napi/dist/index.js', './node_modules/zstd-napi/package.json']) assert.ok(files.includes(f), f);
+    // Unpacked away from the project (no node_modules to fall back on): it loads and says what it needs.
+    const run = mkdtempSync(join(tmpdir(), 'tender-worker-'));
+    execFileSync('tar', ['-xzf', a.path, '-C', run]);
+    const res = spawnSync(process.execPath, [join(run, 'tender-aws-worker.cjs')], { encoding: 'utf8', env: { PATH: process.env.PATH! } });
+    assert.equal(res.status, 2);
+    assert.match(res.stderr, /TENDER_JOB_QUEUE_URL/);
+    const zstd = spawnSync(process.execPath, ['-e', 'const z=require("./node_modules/zstd-napi");process.stdout.write(z.decompress(z.compress(Buffer.from("ok"))).toString())'], { cwd: run, encoding: 'utf8' });
+    assert.equal(zstd.stdout, 'ok');
+    rmSync(run, { recursive: true, force: true });
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
