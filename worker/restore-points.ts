@@ -3,8 +3,13 @@
 // maps; the data it alone referenced goes at the next prune).
 
 import type { Repository } from './repository.js';
-import { mapLimit } from './repository.js';
+import { mapLimit, openRepository } from './repository.js';
 import type { Manifest, ManifestDisk } from './format.js';
+import type { ObjectStore } from '../shared/ports/object-store.js';
+import type { RepositoryRef, RestorePointInfo, RestorePoints } from '../shared/ports/restore-points.js';
+import type { KeyRef } from '../shared/core/config.js';
+import type { RepositorySecret } from './crypto.js';
+import { NotFoundError } from '../shared/core/errors.js';
 
 export interface RestorePointSummary {
   id: string;
@@ -60,12 +65,66 @@ export async function findParent(repo: Repository, vmId: string, diskId: string,
   return undefined;
 }
 
-/** Deletes restore points. Their blocks stay until `prune` finds nothing else refers to them. */
+/** Deletes restore points (unknown ids are skipped). Their blocks stay until `prune` finds nothing else refers to them. */
 export async function forgetRestorePoints(repo: Repository, ids: string[]): Promise<void> {
   for (const id of ids) {
-    const m = await repo.readManifest(id);
+    let m: Manifest;
+    try {
+      m = await repo.readManifest(id);
+    } catch (e) {
+      if (e instanceof NotFoundError) continue;
+      throw e;
+    }
     // Manifest first: a crash after it leaves only unreferenced maps, which prune removes.
     await repo.store.delete(`snapshots/${id}`);
     for (const d of m.disks) await repo.store.delete(d.map.key);
   }
+}
+
+/**
+ * The RestorePoints port (what retention needs) over a repository: each cloud
+ * passes how it opens a store from a URL and where the key comes from.
+ */
+export function createRestorePointsPort(opts: {
+  openStore: (url: string) => Promise<ObjectStore>;
+  secret: (key: KeyRef) => Promise<RepositorySecret>;
+}): RestorePoints {
+  async function withRepository<T>(ref: RepositoryRef, fn: (repo: Repository) => Promise<T>, ifMissing: () => T): Promise<T> {
+    const store = await opts.openStore(ref.url);
+    let repo: Repository;
+    try {
+      repo = await openRepository(store, await opts.secret(ref.key), { threads: 1 });
+    } catch (e) {
+      // No repository yet: nothing to list or forget.
+      if (e instanceof NotFoundError) return ifMissing();
+      throw e;
+    }
+    try {
+      return await fn(repo);
+    } finally {
+      await repo.close();
+    }
+  }
+  return {
+    list: (ref, filter) =>
+      withRepository(
+        ref,
+        async (repo) =>
+          (await listRestorePoints(repo, filter)).map(
+            (p): RestorePointInfo => ({
+              id: p.id,
+              vmId: p.vmId,
+              vmName: p.vmName,
+              policy: p.policy,
+              runId: p.runId,
+              time: p.time,
+              disks: p.disks.map((d) => ({ diskId: d.diskId, sizeBytes: d.sizeBytes })),
+              tags: p.tags,
+              ...(p.parentId ? { parentId: p.parentId } : {}),
+            }),
+          ),
+        () => [],
+      ),
+    forget: (ref, ids) => withRepository(ref, (repo) => forgetRestorePoints(repo, ids), () => undefined),
+  };
 }
