@@ -3,6 +3,7 @@
 // visible only when its upload completes, so readers never see a partial one.
 // A killed worker can leave incomplete multipart uploads behind (billed, never
 // visible): the bucket should carry an AbortIncompleteMultipartUpload lifecycle rule.
+import { checkKey, checkRange, normalisePrefix } from '../core/store-keys.js';
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -289,20 +290,3 @@ export function mapS3Error(
   return new Error(`${what} failed (${status ?? 'no response'} ${detail})`, { cause: err });
 }
 
-function normalisePrefix(p: string): string {
-  const trimmed = p.replace(/^\/+|\/+$/g, '');
-  return trimmed === '' ? '' : trimmed + '/';
-}
-
-function checkKey(key: string, location: string): string {
-  if (typeof key !== 'string' || key === '') {
-    throw new ConfigError(`${location}: invalid object key "${key}": it is empty`);
-  }
-  return key;
-}
-
-function checkRange(range: GetRange | undefined, location: string, key: string): void {
-  if (range && !(Number.isSafeInteger(range.offset) && range.offset >= 0 && Number.isSafeInteger(range.length) && range.length >= 0)) {
-    throw new RangeError(`${location} get "${key}": range offset and length must be whole numbers ≥ 0 (got ${range.offset}, ${range.length})`);
-  }
-}

@@ -3,6 +3,7 @@
 // list at the end; the blob changes only at the commit, so readers never see a
 // partial object. Conditional creates carry `If-None-Match: *` all the way to
 // the commit, which Azure evaluates atomically.
+import { checkKey, checkRange, normalisePrefix } from '../core/store-keys.js';
 import { isIP } from 'node:net';
 import type { ContainerClient } from '@azure/storage-blob';
 import type { GetRange, ObjectInfo, ObjectStore } from '../ports/object-store.js';
@@ -236,20 +237,3 @@ function accountFromUrl(url: string): string {
   }
 }
 
-function normalisePrefix(p: string): string {
-  const trimmed = p.replace(/^\/+|\/+$/g, '');
-  return trimmed === '' ? '' : trimmed + '/';
-}
-
-function checkKey(key: string, location: string): string {
-  if (typeof key !== 'string' || key === '') {
-    throw new ConfigError(`${location}: invalid object key "${key}": it is empty`);
-  }
-  return key;
-}
-
-function checkRange(range: GetRange | undefined, location: string, key: string): void {
-  if (range && !(Number.isSafeInteger(range.offset) && range.offset >= 0 && Number.isSafeInteger(range.length) && range.length >= 0)) {
-    throw new RangeError(`${location} get "${key}": range offset and length must be whole numbers ≥ 0 (got ${range.offset}, ${range.length})`);
-  }
-}

@@ -14,7 +14,7 @@
 import { AnonymousCredential, PageBlobClient, newPipeline } from '@azure/storage-blob';
 import type { BlockSource, ChangedBlocks } from '../../shared/ports/block-source.js';
 import { AccessDeniedError, ConfigError, NotFoundError, TenderError, TransientError, toError } from '../../shared/core/errors.js';
-import { createLimiter, readBody, withRetries, withTimeout, type RetryOptions } from './retry.js';
+import { createLimiter, readBody, sortUnique, withRetries, withTimeout, type RetryOptions } from './retry.js';
 
 export const AZURE_PAGE_SIZE = 512;
 export const DEFAULT_AZURE_BLOCK_SIZE = 512 * 1024;
@@ -302,16 +302,3 @@ function sameBlobSnapshotTime(url: string, parentUrl: string): string | undefine
   }
 }
 
-function sortUnique(values: number[]): number[] {
-  let sorted = true;
-  for (let i = 1; i < values.length; i++) {
-    if (values[i] <= values[i - 1]) {
-      sorted = false;
-      break;
-    }
-  }
-  if (sorted) return values;
-  const out = [...new Set(values)];
-  out.sort((a, b) => a - b);
-  return out;
-}

@@ -32,7 +32,7 @@ import {
   ValidationError,
   toError,
 } from '../../shared/core/errors.js';
-import { createLimiter, defaultSleep, readBody, withRetries, withTimeout, type RetryOptions } from './retry.js';
+import { createLimiter, defaultSleep, readBody, sortUnique, withRetries, withTimeout, type RetryOptions } from './retry.js';
 
 /** The only block size the EBS direct APIs support. */
 export const EBS_BLOCK_SIZE = 512 * 1024;
@@ -417,16 +417,3 @@ export async function openEbsSource(opts: EbsSourceOptions): Promise<EbsSource> 
   return source;
 }
 
-function sortUnique(values: number[]): number[] {
-  let sorted = true;
-  for (let i = 1; i < values.length; i++) {
-    if (values[i] <= values[i - 1]) {
-      sorted = false;
-      break;
-    }
-  }
-  if (sorted) return values;
-  const out = [...new Set(values)];
-  out.sort((a, b) => a - b);
-  return out;
-}

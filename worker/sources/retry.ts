@@ -166,3 +166,18 @@ export function isAllZero(data: Uint8Array): boolean {
   if (zeros.byteLength < data.byteLength) zeros = new Uint8Array(data.byteLength);
   return Buffer.from(data.buffer, data.byteOffset, data.byteLength).equals(zeros.subarray(0, data.byteLength));
 }
+
+/** Ascending, without duplicates (returns the input when it already is). */
+export function sortUnique(values: number[]): number[] {
+  let sorted = true;
+  for (let i = 1; i < values.length; i++) {
+    if (values[i] <= values[i - 1]) {
+      sorted = false;
+      break;
+    }
+  }
+  if (sorted) return values;
+  const out = [...new Set(values)];
+  out.sort((a, b) => a - b);
+  return out;
+}
