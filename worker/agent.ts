@@ -11,6 +11,7 @@ import { openStoreFromUrl } from './store-from-url.js';
 import { openOrInitRepository } from './repository.js';
 import { repositorySecretFromKeyRef } from './keys.js';
 import { backupVm } from './backup.js';
+import { backupRequestForJob } from './job.js';
 import type { BlockSource } from '../shared/ports/block-source.js';
 
 export interface AgentJobRef {
@@ -66,22 +67,8 @@ export async function runJob(ref: AgentJobRef): Promise<BackupResult | undefined
     const store = await openStoreFromUrl(job.repository.url);
     const repo = await openOrInitRepository(store, secret);
     try {
-      const disks = [];
-      for (const d of job.disks) {
-        const source = await openImageSource(d.snapshotId);
-        sources.push(source);
-        disks.push({ diskId: d.diskId, source, snapshotRef: d.snapshotId, ...(d.parentSnapshotId ? { parentSnapshotRef: d.parentSnapshotId } : {}), ...(d.device ? { device: d.device } : {}) });
-      }
       report(latest, true);
-      const result = await backupVm(repo, {
-        runId: job.runId,
-        policy: job.policy,
-        vm: job.vm,
-        tags: job.tags,
-        snapshotSetId: job.snapshotSetId,
-        disks,
-        onProgress: (p) => report(p),
-      });
+      const result = await backupVm(repo, await backupRequestForJob(job, (d) => openImageSource(d.snapshotId), sources, (p) => report(p)));
       await sending;
       // The restore point exists now: report it, retrying, and never turn it into a failure
       // (cleanup would then delete the snapshot set the next incremental needs).

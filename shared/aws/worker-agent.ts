@@ -18,6 +18,7 @@ import { toError } from '../core/errors.js';
 import { isAwsNotFound } from './aws-errors.js';
 import { assumeRoleCredentials } from './clients.js';
 import type { JobMessage, StatusMessage } from './sqs-channel.js';
+import { backupRequestForJob } from '../../worker/job.js';
 import type { RepositorySecret } from '../../worker/crypto.js';
 
 export interface AgentDeps {
@@ -96,21 +97,8 @@ export async function runAwsJob(msg: JobMessage, deps: AgentDeps): Promise<Backu
     report(latest, true);
     const secret = await deps.secret(job.repository.key);
     const store = await deps.openStore(job.repository.url);
-    const disks = [];
-    for (const d of job.disks) {
-      const source = await deps.openSource(d.snapshotId, d.sizeBytes, msg);
-      sources.push(source);
-      disks.push({ diskId: d.diskId, source, snapshotRef: d.snapshotId, ...(d.parentSnapshotId ? { parentSnapshotRef: d.parentSnapshotId } : {}), ...(d.device ? { device: d.device } : {}) });
-    }
-    const result = await (deps.backup ?? defaultBackup)(store, secret, {
-      runId: job.runId,
-      policy: job.policy,
-      vm: job.vm,
-      tags: job.tags,
-      snapshotSetId: job.snapshotSetId,
-      disks,
-      onProgress: (p) => report(p),
-    });
+    const req = await backupRequestForJob(job, (d) => deps.openSource(d.snapshotId, d.sizeBytes, msg), sources, (p) => report(p));
+    const result = await (deps.backup ?? defaultBackup)(store, secret, req);
     clearInterval(heartbeat);
     await send({ state: 'succeeded', result, updatedAt: new Date(now()).toISOString() });
     return result;

@@ -19,6 +19,7 @@ import { openAzureSnapshotSource } from '../../worker/sources/azure-snapshot.js'
 import { openStoreFromUrl } from '../../worker/store-from-url.js';
 import { openOrInitRepository } from '../../worker/repository.js';
 import { backupVm } from '../../worker/backup.js';
+import { backupRequestForJob } from '../../worker/job.js';
 import { repositorySecretFromAzureKeyRef } from './key-vault.js';
 import type { RepositorySecret } from '../../worker/crypto.js';
 import { decodeMessage, encodeMessage, type JobMessage, type ReportMessage } from './worker-protocol.js';
@@ -116,21 +117,22 @@ export async function runAzureAgent(opts: AzureAgentOptions): Promise<BackupResu
     };
     const sources: BlockSource[] = [];
     try {
-      const disks = [];
-      for (const d of job.disks) {
-        const grant = msg.disks.find((x) => x.diskId === d.diskId);
-        if (!grant) throw new ConfigError(`the job names disk ${d.diskId} but carries no read SAS for it`);
-        const source = await openSource({ sasUrl: grant.sasUrl, ...(grant.parentSasUrl ? { parentSasUrl: grant.parentSasUrl } : {}) });
-        sources.push(source);
-        // The snapshot's ARM id is what the repository records, so the next run finds this restore point as its parent.
-        disks.push({ diskId: d.diskId, source, snapshotRef: d.snapshotId, ...(d.parentSnapshotId ? { parentSnapshotRef: d.parentSnapshotId } : {}), ...(d.device ? { device: d.device } : {}) });
-      }
+      const req = await backupRequestForJob(
+        job,
+        async (d) => {
+          const grant = msg.disks.find((x) => x.diskId === d.diskId);
+          if (!grant) throw new ConfigError(`the job names disk ${d.diskId} but carries no read SAS for it`);
+          return openSource({ sasUrl: grant.sasUrl, ...(grant.parentSasUrl ? { parentSasUrl: grant.parentSasUrl } : {}) });
+        },
+        sources,
+        progress,
+      );
       const store = await openStore(job.repository.url);
       const repo = await openOrInitRepository(store, await passphrase(job.repository.key));
       let result: BackupResult;
       try {
         void send({ type: 'progress', workerId: opts.workerId, at: clock.now().toISOString(), jobId: job.jobId, progress: latest });
-        result = await backupVm(repo, { runId: job.runId, policy: job.policy, vm: job.vm, tags: job.tags, snapshotSetId: job.snapshotSetId, disks, onProgress: progress });
+        result = await backupVm(repo, req);
       } finally {
         await repo.close();
       }
