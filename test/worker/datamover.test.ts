@@ -457,3 +457,85 @@ test('restoring onto a sink with a base (a parent snapshot) writes the zero bloc
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+/** A repository with one restore point of a 24-block image, for damage tests. */
+async function damaged(dir: string, seed: number) {
+  const image = makeImage(24, seed);
+  await writeFile(join(dir, 'disk.img'), image);
+  const store = createMemoryStore();
+  const repo = await initRepository(store, PASS, FAST);
+  const r = await backupImage(repo, join(dir, 'disk.img'));
+  await repo.close();
+  const keys = (prefix: string) => [...store.objects.keys()].filter((k) => k.startsWith(prefix));
+  return { image, store, r, keys };
+}
+
+for (const damage of ['a truncated pack', 'a missing pack', 'a missing index', 'an index naming a missing pack'] as const) {
+  test(`${damage} is reported by verify, and restore fails loudly instead of returning wrong bytes`, async () => {
+    const dir = await tempDir();
+    try {
+      const { store, r, keys } = await damaged(dir, 20);
+      const pack = keys('data/')[0]!;
+      if (damage === 'a truncated pack') store.objects.get(pack)!.data = store.objects.get(pack)!.data.subarray(0, 1000);
+      if (damage === 'a missing pack') store.objects.delete(pack);
+      if (damage === 'a missing index') for (const k of keys('index/')) store.objects.delete(k);
+      if (damage === 'an index naming a missing pack') {
+        // Replace the index with one that puts every block in a pack that does not exist.
+        const writer = await openRepository(store, PASS, FAST);
+        const files = await writer.readIndexFiles();
+        for (const k of keys('index/')) store.objects.delete(k);
+        await writer.writeIndex(
+          files.flatMap(({ file }) => file.packs).map((p) => ({ id: 'f'.repeat(64), size: p.size, entries: p.blobs.map(([id, offset, length, rawLength]) => ({ id: Buffer.from(id, 'hex'), offset, length, rawLength })) })),
+        );
+        await writer.close();
+      }
+
+      const repo = await openRepository(store, PASS, FAST);
+      const report = await verifyRepository(repo, { readData: true });
+      assert.equal(report.ok, false, `verify must see ${damage}`);
+      assert.ok(report.problems.length > 0);
+      await assert.rejects(restoreToBuffer(repo, r.restorePointId, 'root', dir), CorruptObjectError);
+      assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('restore-')), [], 'no restored file is left behind');
+      await repo.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test('crashes at random points of a backup never leave a repository that fails verify', async () => {
+  const dir = await tempDir();
+  try {
+    const image = makeImage(40, 21);
+    await writeFile(join(dir, 'disk.img'), image);
+    // A seeded sequence, so a failure can be replayed.
+    let seed = 42;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (let round = 0; round < 8; round++) {
+      const inner = createMemoryStore();
+      await (await initRepository(inner, PASS, FAST)).close();
+      const crashAt = 1 + Math.floor(random() * 14);
+      let writes = 0;
+      const faulty = withFaults(inner, ({ method }) => ((method === 'put' || method === 'putIfAbsent') && ++writes === crashAt ? { method, error: 'crash' } : undefined));
+      const repo = await openRepository(faulty, PASS, FAST);
+      const outcome = await backupImage(repo, join(dir, 'disk.img')).then(
+        (res) => res,
+        (e) => {
+          assert.ok(e instanceof SimulatedCrashError, `round ${round}: ${e}`);
+          return undefined;
+        },
+      );
+      await repo.close();
+
+      const after = await openRepository(inner, PASS, FAST);
+      const report = await verifyRepository(after, { readData: true });
+      assert.equal(report.ok, true, `round ${round}, crash at write ${crashAt}: ${JSON.stringify(report.problems)}`);
+      const next = await backupImage(after, join(dir, 'disk.img'));
+      assert.equal(sha(await restoreToBuffer(after, next.restorePointId, 'root', dir)), sha(image));
+      if (outcome) assert.equal(sha(await restoreToBuffer(after, outcome.restorePointId, 'root', dir)), sha(image));
+      await after.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
