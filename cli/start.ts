@@ -201,15 +201,18 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const [restoredSha256, snapshotSha256] = await Promise.all([sha256File(target), sha256File(snapshotImage)]);
   const same = restoredSha256 === snapshotSha256;
   out(`  snapshot ${snapshotSha256}\n  restored ${restoredSha256}\n  ${same ? 'identical: the restored disk is the snapshot, bit for bit' : 'DIFFERENT: the restore does not match its snapshot'}\n`);
+  let fsck = true;
   try {
     await run('e2fsck', ['-fn', target]);
     out(`  e2fsck: the restored ext4 filesystem is clean\n`);
   } catch (e) {
+    fsck = false;
     out(`  e2fsck reported problems: ${(e as Error).message.split('\n')[0]}\n`);
   }
   const seconds = (Date.now() - started) / 1000;
   out(`\nDone in ${seconds.toFixed(1)} s. Config: ${configPath}. Try: node bin/tender.mjs ls --config ${configPath}\n`);
   if (!same) throw new Error('restored disk does not match its snapshot');
+  if (!fsck) throw new Error('e2fsck -fn found problems in the restored filesystem');
   return { first, second, restoredSha256, snapshotSha256, seconds };
 }
 

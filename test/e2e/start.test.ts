@@ -50,6 +50,7 @@ test('npm start flow: full run, incremental run reading fewer bytes, restore mat
     assert.ok((db.bytesRead ?? 0) > 0, 'the changed VM had blocks to read');
     assert.equal(r.restoredSha256, r.snapshotSha256);
     assert.match(text, /identical: the restored disk is the snapshot/);
+    assert.match(text, /e2fsck: the restored ext4 filesystem is clean/);
     assert.match(text, /1\/5 .*\n[\s\S]*5\/5 /, 'says what it does at each stage');
     assert.match(text, /RESTORE POINT/);
     assert.deepEqual(await readdir(join(dir, 'workers')), [], 'no worker folder left');
