@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import zstd from 'zstd-napi';
 import type { ObjectStore } from '../shared/ports/object-store.js';
-import { CorruptObjectError, NotFoundError, RepositoryError, WrongPassphraseError, toError } from '../shared/core/errors.js';
+import { AccessDeniedError, CorruptObjectError, NotFoundError, RepositoryError, WrongPassphraseError, toError } from '../shared/core/errors.js';
 import { aadFor, describeSecret, newMasterKey, open, seal, unwrapMasterKey, wrapMasterKey, type KeyRecord, type MasterKey, type RepositorySecret } from './crypto.js';
 import {
   DEFAULT_BLOCK_SIZE,
@@ -289,7 +289,11 @@ export async function initRepository(store: ObjectStore, secret: RepositorySecre
   };
   const created = await store.putIfAbsent('config', seal(master.encryption, Buffer.from(JSON.stringify(config)), aadFor('config', 'repository')));
   if (!created) {
-    await store.delete(`${KEYS_PREFIX}${keyName}`);
+    // Another worker created the repository first. Our key record wraps a master key nothing
+    // uses: remove it if we may (a worker role that cannot delete leaves it; open skips it).
+    await store.delete(`${KEYS_PREFIX}${keyName}`).catch((e) => {
+      if (!(e instanceof AccessDeniedError)) throw e;
+    });
     return openRepository(store, secret, opts);
   }
   return new Repository(store, master, config, opts);

@@ -539,3 +539,15 @@ test('crashes at random points of a backup never leave a repository that fails v
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('two workers creating the same repository at once both end up in the one that won, even when they may not delete', async () => {
+  const inner = createMemoryStore();
+  // A worker role with no delete permission, as on AWS.
+  const noDelete = { ...inner, delete: async (key: string) => { throw new (await import('../../shared/core/errors.js')).AccessDeniedError(`may not delete ${key}`); } };
+  const [a, b] = await Promise.all([initRepository(noDelete, PASS, FAST), initRepository(noDelete, PASS, FAST)].map((p) => p.catch((e) => e)));
+  // One may have found the other's config already there ("already holds a repository"): open it like a worker would.
+  const repos = await Promise.all([a, b].map((r) => (r instanceof Error ? openRepository(noDelete, PASS, FAST) : r)));
+  assert.equal(repos[0].config.id, repos[1].config.id);
+  assert.ok(repos[0].key.encryption.equals(repos[1].key.encryption));
+  await Promise.all(repos.map((r) => r.close()));
+});
