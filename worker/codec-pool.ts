@@ -149,6 +149,7 @@ class Thread {
       const p = this.pending.get(m.req);
       if (!p) return;
       this.pending.delete(m.req);
+      if (this.pending.size === 0) worker.unref();
       if (m.error) p.reject(new Error(m.error));
       else p.resolve(m);
     });
@@ -244,6 +245,9 @@ export class CodecPool {
     if (t.failed) return Promise.reject(t.failed);
     const req = ++this.seq;
     return new Promise((resolve, reject) => {
+      // A thread with work in flight keeps the process alive (an idle one does not): otherwise a
+      // purely CPU-bound stretch, with no I/O pending, could let the event loop end mid-backup.
+      if (t.pending.size === 0) t.worker.ref();
       t.pending.set(req, { resolve, reject });
       t.worker.postMessage({ ...msg, req });
     });
