@@ -27,6 +27,8 @@ export interface VerifyReport {
   blobs: number;
   packsRead: number;
   blobsChecked: number;
+  /** Packs no index names yet (a backup running or crashed): not a problem, reported for information. */
+  unindexedPacks: number;
   problems: VerifyProblem[];
 }
 
@@ -69,6 +71,9 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
 
   const existing = new Map<string, number>();
   for await (const o of repo.store.list('data/')) existing.set(o.key, o.size);
+  const indexedKeys = new Set([...repo.indexedPacks.keys()].map((p) => packKey(p)));
+  // Not a problem: a backup still running, or one that crashed (the next backup adopts them, prune removes old ones).
+  const unindexedPacks = [...existing.keys()].filter((k) => /^data\/[0-9a-f]{2}\/[0-9a-f]{64}$/.test(k) && !indexedKeys.has(k)).length;
   for (const [pack, size] of repo.indexedPacks) {
     const actual = existing.get(packKey(pack));
     if (actual === undefined) problems.push({ object: packKey(pack), message: 'is indexed but missing' });
@@ -128,6 +133,7 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
     blobs: repo.index.size,
     packsRead,
     blobsChecked,
+    unindexedPacks,
     problems,
   };
 }
