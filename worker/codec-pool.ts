@@ -121,12 +121,17 @@ parentPort.on('message', (m) => {
       const id = Buffer.from(m.id, 'hex');
       const plain = openSealed(input(m.slot, m.len), Buffer.concat([aadPrefix, id]));
       if (!plain) { parentPort.postMessage({ req: m.req, error: 'does not authenticate (damaged, or not this repository\'s)' }); return; }
-      const raw = decodePlain(plain);
+      // Decompressed straight into the slot's output: no extra copy of every restored block.
+      const out = output(m.slot);
+      let rawLen;
+      if (plain[0] === CODEC_ZSTD) rawLen = dctx.decompress(out, plain.subarray(1));
+      else if (plain[0] === CODEC_NONE) rawLen = plain.copy(out, 0, 1);
+      else throw new Error('unknown codec ' + plain[0]);
+      const raw = out.subarray(0, rawLen);
       if (raw.length !== m.rawLength) { parentPort.postMessage({ req: m.req, error: 'decoded to ' + raw.length + ' bytes, expected ' + m.rawLength }); return; }
       if (m.checkId && !crypto.createHmac('sha256', idKey).update(raw).digest().equals(id)) {
         parentPort.postMessage({ req: m.req, error: 'content does not match its block ID' }); return;
       }
-      raw.copy(output(m.slot));
       parentPort.postMessage({ req: m.req, len: raw.length });
       maybeGc();
     }
