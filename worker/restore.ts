@@ -96,7 +96,7 @@ export async function restoreDisk(
     let written = 0;
     let last = 0;
     // Several ranges in flight so reads, decoding and writes overlap (memory: this many × MAX_RANGE).
-    await mapLimit(ranges, 6, async (r) => {
+    await mapLimit(ranges, 4, async (r) => {
       const key = packKey(r.pack);
       let bytes: Uint8Array;
       try {
