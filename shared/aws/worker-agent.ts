@@ -81,7 +81,21 @@ export async function runAwsJob(msg: JobMessage, deps: AgentDeps): Promise<Backu
   const send = (status: StatusMessage['status']) => {
     const body: StatusMessage = { type: 'status', jobId: job.jobId, seq: seq++, status };
     // One report in flight at a time; a lost progress report is not an error (the next one replaces it).
-    sending = sending.then(() => deps.sqs.send(new SendMessageCommand({ QueueUrl: deps.statusQueueUrl, MessageBody: JSON.stringify(body) })).catch(() => undefined));
+    const terminal = status.state === 'succeeded' || status.state === 'failed';
+    const once = () => deps.sqs.send(new SendMessageCommand({ QueueUrl: deps.statusQueueUrl, MessageBody: JSON.stringify(body) }));
+    // A result is retried (a lost "succeeded" would turn a made restore point into a timeout and a
+    // cleanup); a lost progress report is not (the next one replaces it).
+    const attempt = async () => {
+      for (let i = 1; ; i++) {
+        try {
+          return await once();
+        } catch (e) {
+          if (!terminal || i >= 5) return undefined;
+          await new Promise((r) => setTimeout(r, Math.random() * 250 * 2 ** i));
+        }
+      }
+    };
+    sending = sending.then(attempt);
     return sending;
   };
   const report = (p: JobProgress, force = false) => {
