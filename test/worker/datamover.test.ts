@@ -551,3 +551,49 @@ test('two workers creating the same repository at once both end up in the one th
   assert.ok(repos[0].key.encryption.equals(repos[1].key.encryption));
   await Promise.all(repos.map((r) => r.close()));
 });
+
+test('holes in a sparse image are not read when the filesystem can map them, and the restore is still exact', async () => {
+  const dir = await tempDir();
+  try {
+    // 64 blocks, data in blocks 3, 10–11 and 40 only; the rest are holes.
+    const path = join(dir, 'sparse.img');
+    const fh = await openFile(path, 'w');
+    await fh.truncate(64 * BS);
+    const data = new Map<number, Buffer>([3, 10, 11, 40].map((i) => [i, randomBytes(BS)]));
+    for (const [i, b] of data) await fh.write(b, 0, b.length, i * BS);
+    await fh.sync();
+    await fh.close();
+    const image = await readFile(path);
+
+    const source = await openImageSource(path, { blockSize: BS });
+    const allocated = await source.allocatedBlocks();
+    await source.close();
+    const mapped = allocated.length < 64;
+    if (mapped) assert.deepEqual(allocated, [3, 10, 11, 40], 'exactly the blocks with data');
+    else assert.equal(allocated.length, 64, 'without a block map of the file, every block is read');
+
+    const repo = await initRepository(createMemoryStore(), PASS, FAST);
+    const r = await backupImage(repo, path);
+    assert.equal(r.disks[0]!.blocksRead, mapped ? 4 : 64);
+    assert.equal(r.disks[0]!.blocksNew, 4);
+    assert.equal(sha(await restoreToBuffer(repo, r.restorePointId, 'root', dir)), sha(image));
+    await repo.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('without filefrag every block is read (never a guess about where the data is)', async () => {
+  const dir = await tempDir();
+  const savedPath = process.env.PATH;
+  try {
+    await writeFile(join(dir, 'disk.img'), makeImage(8, 22));
+    process.env.PATH = '/nonexistent';
+    const source = await openImageSource(join(dir, 'disk.img'), { blockSize: BS });
+    assert.equal((await source.allocatedBlocks()).length, 8);
+    await source.close();
+  } finally {
+    process.env.PATH = savedPath;
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -8,6 +8,7 @@
 
 import { open, rename, rm, stat, writeFile, readFile, type FileHandle } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import type { BlockSink, BlockSource, ChangedBlocks } from '../../shared/ports/block-source.js';
 import { NotFoundError, RepositoryError, ValidationError } from '../../shared/core/errors.js';
@@ -85,6 +86,45 @@ async function readDigestMap(imagePath: string): Promise<{ blockSize: number; si
   return { blockSize: b.readUInt32LE(4), size, digests: b.subarray(MAP_HEADER) };
 }
 
+/**
+ * Blocks of the image that hold extents, from `filefrag -s -e` (FIEMAP, after a sync so
+ * delayed allocations have real extents), so holes
+ * are never read — as borg does with SEEK_DATA. Unwritten (preallocated)
+ * extents read as zeros and are skipped. Returns undefined — read every block —
+ * whenever the answer cannot be trusted: no filefrag, a filesystem without
+ * FIEMAP, output it cannot parse, or extents that do not add up to what the
+ * file has allocated.
+ */
+export async function allocatedBlocksOfFile(path: string, blockSize: number, size: number, allocatedBytes: number): Promise<number[] | undefined> {
+  const out = await new Promise<string | undefined>((resolve) =>
+    execFile('filefrag', ['-s', '-e', path], { timeout: 20_000, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout) => resolve(err ? undefined : stdout)),
+  );
+  if (!out) return undefined;
+  const unit = /\((\d+) blocks of (\d+) bytes\)/.exec(out);
+  if (!unit) return undefined;
+  const fsBlock = Number(unit[2]);
+  const blocks = new Set<number>();
+  let extentBytes = 0;
+  let extents = 0;
+  for (const line of out.split('\n')) {
+    const m = /^\s*\d+:\s+(\d+)\.\.\s*(\d+):\s+\d+\.\.\s*\d+:\s+(\d+):\s*(?:\d+:)?\s*(.*)$/.exec(line);
+    if (!m) continue;
+    extents++;
+    const first = Number(m[1]) * fsBlock;
+    const end = (Number(m[2]) + 1) * fsBlock;
+    if (Number(m[3]) * fsBlock !== end - first) return undefined;
+    extentBytes += end - first;
+    if (/\bunwritten\b/.test(m[4] ?? '')) continue;
+    const last = Math.min(end, size) - 1;
+    for (let b = Math.floor(first / blockSize); b <= Math.floor(last / blockSize); b++) blocks.add(b);
+  }
+  // filefrag's own count merges physically contiguous extents, so it is no check of the lines read.
+  if (!/\d+ extents? found/.test(out) || (extents === 0 && allocatedBytes > 0)) return undefined;
+  // Every allocated byte must be accounted for (the extent tree itself may take a few blocks more).
+  if (extentBytes > allocatedBytes || allocatedBytes - extentBytes > Math.max(1024 * 1024, allocatedBytes / 100)) return undefined;
+  return [...blocks].sort((a, b) => a - b);
+}
+
 export interface ImageSourceOptions {
   blockSize?: number;
 }
@@ -97,9 +137,12 @@ export async function openImageSource(path: string, opts: ImageSourceOptions = {
   const source: BlockSource = {
     size,
     blockSize,
-    // A plain file cannot tell holes from written zeros through Node's API, so
-    // every block is offered; the backup skips all-zero blocks after reading.
-    allocatedBlocks: async () => all(),
+    // Holes are skipped when the filesystem can say where they are; all-zero blocks that are
+    // allocated are still read, and the backup does not store them.
+    allocatedBlocks: async () => {
+      const st = await fh.stat();
+      return (st.isFile() && (await allocatedBlocksOfFile(path, blockSize, size, st.blocks * 512))) || all();
+    },
     async changedBlocks(parent: string): Promise<ChangedBlocks> {
       if (resolvePath(parent) === resolvePath(path)) return { blocks: all(), incremental: false, reason: `the parent snapshot is the image itself (${path}) — full read` };
       const prev = await readDigestMap(parent);
