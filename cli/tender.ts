@@ -234,9 +234,9 @@ export async function main(argv: string[], io: TenderIo): Promise<number> {
   }
 }
 
-const isMain = process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname);
-if (isMain) {
-  const code = await main(process.argv.slice(2), {
+/** Runs the command line of this process (bin/tender.mjs, `npm run tender`). */
+export async function runProcess(): Promise<void> {
+  process.exitCode = await main(process.argv.slice(2), {
     stdout: (s) => process.stdout.write(s),
     stderr: (s) => process.stderr.write(s),
     cwd: process.cwd(),
@@ -244,5 +244,7 @@ if (isMain) {
     isTTY: process.stdout.isTTY,
     columns: process.stdout.columns,
   });
-  process.exitCode = code;
 }
+
+const isMain = process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname);
+if (isMain) await runProcess();

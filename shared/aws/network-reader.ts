@@ -3,8 +3,6 @@
 // live through an injected EC2Client, every page of every call. The SDK's
 // output shapes are the CLI's JSON, so one normaliser serves both.
 
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import {
   EC2Client,
   paginateDescribeRouteTables,
@@ -15,7 +13,7 @@ import {
   paginateDescribeVpcs,
 } from '@aws-sdk/client-ec2';
 import { AccessDeniedError, ConfigError, NotFoundError, TransientError, toError } from '../core/errors.js';
-import { collectItems, parseJsonDocuments } from '../core/network/json-documents.js';
+import { collectItems, parseJsonDocuments, readCliOutputFile } from '../core/network/json-documents.js';
 import type {
   AwsNetworkModel,
   AwsPeering,
@@ -178,19 +176,7 @@ export async function readAwsNetworkFromDir(dir: string, region: string): Promis
   const raw = {} as AwsDescribeItems;
   for (const part of Object.keys(AWS_NETWORK_FILES) as AwsNetworkPart[]) {
     const { file, call } = AWS_NETWORK_FILES[part];
-    const path = join(dir, file);
-    let text: string;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new ConfigError(
-        code === 'ENOENT'
-          ? `${path} is missing: write it with \`aws ec2 ${call} --region ${region} --output json > ${file}\``
-          : `${path} cannot be read (${code ?? (e as Error).message}): check its permissions`,
-        { cause: e },
-      );
-    }
+    const text = await readCliOutputFile(dir, file, `aws ec2 ${call} --region ${region} --output json > ${file}`);
     raw[part] = parseAwsDescribeFile(part, text);
   }
   return normaliseAwsNetwork(raw, region);

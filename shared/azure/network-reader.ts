@@ -17,11 +17,9 @@
 //   network-private-dns-record-set-a-list.json
 //                                           az network private-dns record-set a list -g RG -z ZONE -o json (per zone)
 
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { TokenCredential } from '@azure/identity';
 import { AccessDeniedError, ConfigError, NotFoundError, TransientError, toError } from '../core/errors.js';
-import { collectItems, parseJsonDocuments } from '../core/network/json-documents.js';
+import { collectItems, parseJsonDocuments, readCliOutputFile } from '../core/network/json-documents.js';
 import { AZURE_DNS_ZONES, normaliseLocation } from '../core/network/azure-checks.js';
 import type {
   AzureDiskAccess,
@@ -214,17 +212,7 @@ export async function readAzureNetworkFromDir(dir: string, region: string): Prom
   const raw = {} as AzureListItems;
   for (const part of Object.keys(AZURE_NETWORK_FILES) as AzureNetworkPart[]) {
     const { file, command } = AZURE_NETWORK_FILES[part];
-    const path = join(dir, file);
-    let text: string;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new ConfigError(
-        code === 'ENOENT' ? `${path} is missing: write it with \`${command} > ${file}\`` : `${path} cannot be read (${code ?? (e as Error).message}): check its permissions`,
-        { cause: e },
-      );
-    }
+    const text = await readCliOutputFile(dir, file, `${command} > ${file}`);
     raw[part] = parseAzureListFile(part, text);
   }
   return normaliseAzureNetwork(raw, region);

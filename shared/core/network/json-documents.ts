@@ -3,6 +3,8 @@
 // which makes a file of concatenated JSON documents, not one document: both
 // are accepted. A file that is neither is bad input, named with its position.
 
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 
 function lineCol(text: string, offset: number): string {
@@ -109,4 +111,21 @@ export function collectItems(docs: unknown[], fileName: string, key: string | un
   };
   docs.forEach(visit);
   return items;
+}
+
+/**
+ * Reads one CLI output file of a `--from DIR` snapshot. A missing or unreadable
+ * file is a ConfigError naming it and the command that writes it.
+ */
+export async function readCliOutputFile(dir: string, file: string, writeCommand: string): Promise<string> {
+  const path = join(dir, file);
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError(
+      code === 'ENOENT' ? `${path} is missing: write it with \`${writeCommand}\`` : `${path} cannot be read (${code ?? (e as Error).message}): check its permissions`,
+      { cause: e },
+    );
+  }
 }
