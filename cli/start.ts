@@ -6,7 +6,7 @@
 
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { randomBytes, createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -15,6 +15,7 @@ import { runLocalBackup, type LocalRunOptions, type RunSummary } from '../shared
 import { formatBytes } from '../shared/local/progress-view.js';
 import { PROJECT_ROOT } from '../shared/local/worker-bundle.js';
 import { main as tender } from './tender.js';
+import { sha256OfFile } from '../worker/restore.js';
 
 const run = promisify(execFile);
 
@@ -69,10 +70,6 @@ function makeFile(i: number, bytes: number): Buffer {
 async function mkfs(image: string, filesDir: string, sizeMiB: number, label: string): Promise<void> {
   await rm(image, { force: true });
   await run('mke2fs', ['-q', '-F', '-t', 'ext4', '-L', label.slice(0, 16), '-d', filesDir, image, `${sizeMiB}M`]);
-}
-
-async function sha256File(path: string): Promise<string> {
-  return createHash('sha256').update(await readFile(path)).digest('hex');
 }
 
 export async function ensureDemo(opts: { dir: string; vms: DemoVm[]; out: (s: string) => void }): Promise<string> {
@@ -198,7 +195,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   });
   if (code !== 0) throw new Error('the demo restore failed (see above)');
   const snapshotImage = join(opts.dir, 'snapshots', rp.snapshotSetId!, `${CHANGED.diskId}.img`);
-  const [restoredSha256, snapshotSha256] = await Promise.all([sha256File(target), sha256File(snapshotImage)]);
+  const [restoredSha256, snapshotSha256] = await Promise.all([sha256OfFile(target), sha256OfFile(snapshotImage)]);
   const same = restoredSha256 === snapshotSha256;
   out(`  snapshot ${snapshotSha256}\n  restored ${restoredSha256}\n  ${same ? 'identical: the restored disk is the snapshot, bit for bit' : 'DIFFERENT: the restore does not match its snapshot'}\n`);
   let fsck = true;

@@ -10,7 +10,7 @@ import type { BackupResult, DiskBackupResult, JobProgress } from '../shared/port
 import { CorruptObjectError, TenderError, TransientError, ValidationError } from '../shared/core/errors.js';
 import { mapLimit, type Repository } from './repository.js';
 import { PackBuilder, ZERO_ID, packCapacity, blockCount, checkBuiltPack, emptyBlockMap, isZeroId, mapGet, mapSet, packKey, type BuiltPack, type Manifest, type ManifestDisk, type PackEntry } from './format.js';
-import { findParent } from './restore-points.js';
+import { findParent, readAllManifests } from './restore-points.js';
 import { readDeletionMarks } from './prune.js';
 
 export interface BackupDisk {
@@ -122,7 +122,9 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   /** Block IDs sealed in this run but maybe not uploaded yet: never sealed twice. */
   const pending = new Set<string>();
 
-  // Plan every disk first so progress has a total from the start.
+  // Plan every disk first so progress has a total from the start. The manifests are read once,
+  // for every disk's parent, and only when there is a parent to look for.
+  const manifests = req.disks.some((d) => d.parentSnapshotRef) ? await readAllManifests(repo) : [];
   const plans = await Promise.all(
     req.disks.map(async (d) => {
       const bs = d.source.blockSize;
@@ -134,7 +136,7 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
       let reason: string | undefined;
       let parentId: string | undefined;
       if (d.parentSnapshotRef) {
-        const parent = await findParent(repo, req.vm.vmId, d.diskId, d.parentSnapshotRef);
+        const parent = findParent(manifests, req.vm.vmId, d.diskId, d.parentSnapshotRef);
         if (!parent) {
           reason = `no restore point of disk ${d.diskId} from snapshot ${d.parentSnapshotRef} in the repository — full read`;
           blocks = await d.source.allocatedBlocks();

@@ -8,7 +8,7 @@
 // or the kind and name of a metadata object), so a blob moved, swapped or
 // replayed under another name fails authentication.
 
-import { createCipheriv, createDecipheriv, createHmac, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes, scrypt as scryptCb } from 'node:crypto';
 import { WrongPassphraseError } from '../shared/core/errors.js';
 
 export const CIPHER_AES_256_GCM = 1;
@@ -38,9 +38,6 @@ export function masterKeyFromBytes(b: Uint8Array): MasterKey {
   return { encryption: buf.subarray(0, 32), id: buf.subarray(32, 64) };
 }
 
-export function blockId(key: MasterKey, data: Uint8Array): Buffer {
-  return createHmac('sha256', key.id).update(data).digest();
-}
 
 /** Encrypts with a fresh random nonce: [cipher=1][nonce 12][ciphertext][tag 16]. */
 export function seal(encKey: Buffer, plaintext: Uint8Array, aad: Uint8Array): Buffer {
@@ -120,10 +117,6 @@ export async function unwrapWithPassphrase(rec: PassphraseKeyRecord, passphrase:
   const kek = await deriveKek(passphrase, Buffer.from(rec.salt, 'base64'), rec.params);
   const bytes = open(kek, Buffer.from(rec.wrapped, 'base64'), aadFor('key', 'master'));
   return bytes ? masterKeyFromBytes(bytes) : undefined;
-}
-
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 /**

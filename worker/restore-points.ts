@@ -54,10 +54,10 @@ export async function listRestorePoints(repo: Repository, filter: { vmId?: strin
   return all.filter((m) => (!filter.vmId || m.vm.vmId === filter.vmId) && (!filter.policy || m.policy === filter.policy)).map(summarize);
 }
 
-/** The newest restore point of this VM whose disk was read from `snapshotRef`. */
-export async function findParent(repo: Repository, vmId: string, diskId: string, snapshotRef: string): Promise<{ manifest: Manifest; disk: ManifestDisk } | undefined> {
-  const all = await readAllManifests(repo);
-  for (const m of all.reverse()) {
+/** The newest of these restore points of this VM whose disk was read from `snapshotRef`. */
+export function findParent(manifests: readonly Manifest[], vmId: string, diskId: string, snapshotRef: string): { manifest: Manifest; disk: ManifestDisk } | undefined {
+  for (let i = manifests.length - 1; i >= 0; i--) {
+    const m = manifests[i]!;
     if (m.vm.vmId !== vmId) continue;
     const disk = m.disks.find((d) => d.diskId === diskId && d.snapshotRef === snapshotRef);
     if (disk) return { manifest: m, disk };
