@@ -17,12 +17,11 @@ import {
   DEFAULT_EBS_RETRY,
   EBS_BLOCK_SIZE,
   defaultEbsClient,
-  isTransientAwsError,
-  normaliseEbsError,
+  ebsRequest,
   sha256Base64,
   type EbsRetryOptions,
 } from '../sources/ebs.js';
-import { createWriteBehind, isAllZero, withRetries, withTimeout } from '../sources/retry.js';
+import { createWriteBehind, isAllZero } from '../sources/retry.js';
 
 function isConflictingBlockUpdate(thrown: unknown): boolean {
   const err = toError(thrown) as Error & { Reason?: string };
@@ -68,20 +67,8 @@ export async function createEbsSink(opts: EbsSinkOptions): Promise<EbsSink> {
   const blockSize = EBS_BLOCK_SIZE;
   const blockCount = (opts.volumeSizeGiB * 1024 ** 3) / blockSize;
 
-  async function call<T>(what: string, fn: (signal: AbortSignal) => Promise<T>, retryAlso?: (e: Error) => boolean): Promise<T> {
-    let attempts = 0;
-    try {
-      return await withRetries(
-        () => {
-          attempts++;
-          return withTimeout(timeoutMs, what, fn);
-        },
-        { ...retry, isRetryable: (e) => isTransientAwsError(e) || (retryAlso?.(e) ?? false) },
-      );
-    } catch (thrown) {
-      throw normaliseEbsError(thrown, what, attempts);
-    }
-  }
+  const call = <T>(what: string, fn: (signal: AbortSignal) => Promise<T>, retryAlso?: (e: Error) => boolean): Promise<T> =>
+    ebsRequest(what, fn, { timeoutMs, retry, retryAlso });
 
   const started = await call('EBS StartSnapshot', (signal) =>
     client.send(

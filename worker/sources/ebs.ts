@@ -112,6 +112,30 @@ export function isInvalidBlockTokenError(thrown: unknown): boolean {
   return err.name === 'ValidationException' && (err.Reason === 'INVALID_BLOCK_TOKEN' || /block token/i.test(err.message));
 }
 
+/**
+ * One EBS direct request under a timeout, retried with full jitter on transient
+ * errors (and on what `retryAlso` accepts); what finally fails comes back as a
+ * named error. Shared by the EBS source and sink.
+ */
+export async function ebsRequest<T>(
+  what: string,
+  fn: (signal: AbortSignal) => Promise<T>,
+  opts: { timeoutMs: number; retry: Omit<RetryOptions, 'isRetryable'>; retryAlso?: (e: Error) => boolean },
+): Promise<T> {
+  let attempts = 0;
+  try {
+    return await withRetries(
+      () => {
+        attempts++;
+        return withTimeout(opts.timeoutMs, what, fn);
+      },
+      { ...opts.retry, isRetryable: (e) => isTransientAwsError(e) || (opts.retryAlso?.(e) ?? false) },
+    );
+  } catch (thrown) {
+    throw normaliseEbsError(thrown, what, attempts);
+  }
+}
+
 /** Turns what the SDK threw into one of Tender's named errors, keeping the original as cause. */
 export function normaliseEbsError(thrown: unknown, what: string, attempts: number): Error {
   const err = toError(thrown) as AwsLikeError;
@@ -205,23 +229,16 @@ export async function openEbsSource(opts: EbsSourceOptions): Promise<EbsSource> 
   async function call<T>(what: string, fn: (signal: AbortSignal) => Promise<T>, retryAlso?: (e: Error) => boolean): Promise<T> {
     let waitedMs = 0;
     for (;;) {
-      let attempts = 0;
       try {
-        return await withRetries(
-          () => {
-            attempts++;
-            return withTimeout(timeoutMs, what, fn);
-          },
-          { ...retry, isRetryable: (e) => isTransientAwsError(e) || (retryAlso?.(e) ?? false) },
-        );
-      } catch (thrown) {
-        if (isAwsNotFound(thrown) && waitedMs < notFoundWaitMs) {
+        return await ebsRequest(what, fn, { timeoutMs, retry, retryAlso });
+      } catch (e) {
+        if (e instanceof NotFoundError && waitedMs < notFoundWaitMs) {
           const pause = Math.min(notFoundPollMs, notFoundWaitMs - waitedMs);
           await sleep(pause);
           waitedMs += pause;
           continue;
         }
-        throw normaliseEbsError(thrown, what, attempts);
+        throw e;
       }
     }
   }
