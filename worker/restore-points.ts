@@ -11,17 +11,10 @@ import type { KeyRef } from '../shared/core/config.js';
 import type { RepositorySecret } from './crypto.js';
 import { NotFoundError } from '../shared/core/errors.js';
 
-export interface RestorePointSummary {
-  id: string;
-  vmId: string;
-  vmName: string;
-  policy: string;
-  runId: string;
-  time: string;
+/** What the port promises (RestorePointInfo), plus what the CLI shows. */
+export interface RestorePointSummary extends RestorePointInfo {
   snapshotSetId: string;
-  parentId?: string;
-  tags: Record<string, string>;
-  disks: Array<{ diskId: string; sizeBytes: number; dataBlocks: number; incremental: boolean; snapshotRef?: string }>;
+  disks: Array<RestorePointInfo['disks'][number] & { dataBlocks: number; incremental: boolean; snapshotRef?: string }>;
 }
 
 export function summarize(m: Manifest): RestorePointSummary {
@@ -106,25 +99,7 @@ export function createRestorePointsPort(opts: {
     }
   }
   return {
-    list: (ref, filter) =>
-      withRepository(
-        ref,
-        async (repo) =>
-          (await listRestorePoints(repo, filter)).map(
-            (p): RestorePointInfo => ({
-              id: p.id,
-              vmId: p.vmId,
-              vmName: p.vmName,
-              policy: p.policy,
-              runId: p.runId,
-              time: p.time,
-              disks: p.disks.map((d) => ({ diskId: d.diskId, sizeBytes: d.sizeBytes })),
-              tags: p.tags,
-              ...(p.parentId ? { parentId: p.parentId } : {}),
-            }),
-          ),
-        () => [],
-      ),
+    list: (ref, filter) => withRepository(ref, (repo) => listRestorePoints(repo, filter), () => []),
     forget: (ref, ids) => withRepository(ref, (repo) => forgetRestorePoints(repo, ids), () => undefined),
   };
 }

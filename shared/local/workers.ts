@@ -53,7 +53,8 @@ export function workerIdOf(runId: string, vmId: string): string {
   return `w-${runId}-${vmId}`.replace(/[^A-Za-z0-9_.-]/g, '-');
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this pid is still running. */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

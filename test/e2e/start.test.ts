@@ -15,6 +15,7 @@ import { runLocalBackup } from '../../shared/local/runner.js';
 import { createLocalCloud } from '../../shared/local/local-cloud.js';
 import { WorkerFailedError } from '../../shared/core/errors.js';
 import { STEP } from '../../shared/core/pipeline.js';
+import { alive } from '../../shared/local/workers.js';
 
 const SMALL: DemoVm[] = [
   { id: 'vm-web-1', name: 'web-1', disks: [{ id: 'root', sizeMiB: 8, files: 5 }] },
@@ -22,14 +23,6 @@ const SMALL: DemoVm[] = [
   { id: 'vm-app-1', name: 'app-1', disks: [{ id: 'root', sizeMiB: 8, files: 5 }] },
 ];
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 test('npm start flow: full run, incremental run reading fewer bytes, restore matching its snapshot', { timeout: 120_000 }, async () => {
   // Prepare

@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLocalWorkers } from '../../shared/local/workers.js';
+import { alive, createLocalWorkers } from '../../shared/local/workers.js';
 import { startLoopbackServer } from '../../shared/local/loopback-server.js';
 import { systemClock } from '../../shared/core/clock.js';
 import { silentLogger } from '../../shared/core/logger.js';
@@ -24,14 +24,6 @@ exports.runJob = async ({ jobUrl, token }) => {
 const vm: Vm = { vmId: 'vm-a', name: 'a', region: 'local', disks: [{ diskId: 'd', sizeBytes: 1 }], tags: {} };
 const profile = { name: 'small', instanceType: 'process-small' };
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function until(fn: () => Promise<boolean>, what: string): Promise<void> {
   for (let i = 0; i < 500; i++) {
