@@ -12,6 +12,7 @@ import { mapLimit, type Repository } from './repository.js';
 import { PackBuilder, ZERO_ID, packCapacity, blockCount, checkBuiltPack, emptyBlockMap, isZeroId, mapGet, mapSet, packKey, type BuiltPack, type Manifest, type ManifestDisk, type PackEntry } from './format.js';
 import { findParent, readAllManifests } from './restore-points.js';
 import { readDeletionMarks } from './prune.js';
+import { createLimiter } from './sources/retry.js';
 
 export interface BackupDisk {
   diskId: string;
@@ -111,7 +112,9 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   const buffers = new BufferRing(uploadConcurrency + 1, packCapacity(repo.config.packSize, pool.slotSize));
   let packBuf = await buffers.acquire();
   let packer = new PackBuilder(repo.key.encryption, packBuf, repo.config.packSize);
-  const serial = serializer();
+  // Pack building is shared state: one block goes in at a time, in arrival order.
+  const packing = createLimiter(1);
+  const serial = <T>(fn: () => Promise<T>) => packing.run(fn);
   const flushPack = async () => {
     const built = packer.finish();
     const used = packBuf;
@@ -184,7 +187,7 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   };
 
   const results: DiskBackupResult[] = [];
-  const manifestDisks: ManifestDisk[] = [];
+  const dataBlocksOf: number[] = [];
   // Every codec slot busy: reads run ahead of the codec threads by exactly the slots there are.
   const readAhead = pool.slotCount;
   try {
@@ -244,17 +247,7 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
         incremental: plan.incremental,
         ...(plan.reason ? { reason: plan.reason } : {}),
       });
-      manifestDisks.push({
-        diskId: disk.diskId,
-        ...(disk.device ? { device: disk.device } : {}),
-        sizeBytes: disk.source.size,
-        blockSize: disk.source.blockSize,
-        ...(disk.snapshotRef ? { snapshotRef: disk.snapshotRef } : {}),
-        map: { key: '', sha256: '' },
-        dataBlocks,
-        incremental: plan.incremental,
-        ...(plan.reason ? { reason: plan.reason } : {}),
-      });
+      dataBlocksOf.push(dataBlocks);
     }
     await serial(async () => {
       if (packer.count) await flushPack();
@@ -282,7 +275,20 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
 
   // Block maps and the manifest come last: a restore point exists only once every block it names is stored and indexed.
   const id = newRestorePointId(repo.now());
-  for (let k = 0; k < plans.length; k++) manifestDisks[k]!.map = await repo.writeBlockMap(`${id}-${k}`, plans[k]!.map);
+  const manifestDisks: ManifestDisk[] = [];
+  for (const [k, { disk, map, incremental, reason }] of plans.entries()) {
+    manifestDisks.push({
+      diskId: disk.diskId,
+      ...(disk.device ? { device: disk.device } : {}),
+      sizeBytes: disk.source.size,
+      blockSize: disk.source.blockSize,
+      ...(disk.snapshotRef ? { snapshotRef: disk.snapshotRef } : {}),
+      map: await repo.writeBlockMap(`${id}-${k}`, map),
+      dataBlocks: dataBlocksOf[k]!,
+      incremental,
+      ...(reason ? { reason } : {}),
+    });
+  }
   const parentIds = [...new Set(plans.map((p) => p.parentId).filter((x): x is string => !!x))];
   const manifest: Manifest = {
     version: 1,
@@ -317,14 +323,4 @@ class BufferRing {
     if (w) w(b);
     else this.free.push(b);
   }
-}
-
-/** Runs the given async functions one after another, in call order. */
-function serializer(): <T>(fn: () => Promise<T>) => Promise<T> {
-  let chain: Promise<unknown> = Promise.resolve();
-  return <T>(fn: () => Promise<T>) => {
-    const p = chain.then(fn);
-    chain = p.catch(() => undefined);
-    return p;
-  };
 }

@@ -22,7 +22,7 @@ import {
   redactSas,
   type AzureRetryOptions,
 } from '../sources/azure-snapshot.js';
-import { createWriteBehind, isAllZero } from '../sources/retry.js';
+import { createLimiter, createWriteBehind, isAllZero } from '../sources/retry.js';
 
 /** The largest Put Page request. */
 export const AZURE_MAX_PUT_PAGE_BYTES = 4 * 1024 * 1024;
@@ -85,12 +85,8 @@ export async function createAzureDiskSink(opts: AzureDiskSinkOptions): Promise<A
   // Restore calls writeBlock for many blocks at once. The run being assembled is shared state
   // across awaits (a flush in one call must not let another call start a run this call then
   // appends to), so calls go through one at a time, in call order.
-  let chain: Promise<unknown> = Promise.resolve();
-  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
-    const p = chain.then(fn);
-    chain = p.catch(() => undefined);
-    return p;
-  };
+  const one = createLimiter(1);
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => one.run(fn);
 
   return {
     blockSize,
@@ -109,7 +105,7 @@ export async function createAzureDiskSink(opts: AzureDiskSinkOptions): Promise<A
     async abort() {
       if (state !== 'open') return;
       state = 'aborted';
-      await chain;
+      await serial(async () => undefined);
       run = undefined;
       await writes.settle();
     },

@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import type { BlockSink, BlockSource, ChangedBlocks } from '../../shared/ports/block-source.js';
 import { NotFoundError, RepositoryError, ValidationError } from '../../shared/core/errors.js';
 import { DEFAULT_BLOCK_SIZE } from '../format.js';
+import { createLimiter } from './retry.js';
 
 // Header: magic, block size (u32), image size (u64), image mtime in ms (f64). The size and
 // mtime tie a map to the image it describes: a map older than its image is never trusted.
@@ -213,7 +214,7 @@ export async function createImageSink(path: string, sizeBytes: number, opts: Ima
   let closed = false;
   // One write at a time: concurrent pwrite()s to one file all take its inode lock, and the kernel
   // spent more time spinning on that lock than copying the data.
-  let chain: Promise<unknown> = Promise.resolve();
+  const one = createLimiter(1);
   const writeAt = async (index: number, data: Uint8Array) => {
     let done = 0;
     while (done < data.length) {
@@ -223,11 +224,7 @@ export async function createImageSink(path: string, sizeBytes: number, opts: Ima
   };
   return {
     blockSize,
-    writeBlock(index: number, data: Uint8Array): Promise<void> {
-      const p = chain.then(() => writeAt(index, data));
-      chain = p.catch(() => undefined);
-      return p;
-    },
+    writeBlock: (index: number, data: Uint8Array) => one.run(() => writeAt(index, data)),
     async finish(): Promise<string> {
       if (opts.sync) await fh.sync();
       await fh.close();
