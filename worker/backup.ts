@@ -13,6 +13,7 @@ import { PackBuilder, ZERO_ID, packCapacity, blockCount, checkBuiltPack, emptyBl
 import { findParent, readAllManifests } from './restore-points.js';
 import { readDeletionMarks } from './prune.js';
 import { createLimiter } from './sources/retry.js';
+import { alignedBuffer } from '../shared/local/direct-io.js';
 
 export interface BackupDisk {
   diskId: string;
@@ -307,12 +308,15 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   return { restorePointId: id, disks: results, seconds: (Date.now() - started) / 1000 };
 }
 
-/** Fixed pack buffers handed out and returned; acquire waits when all are in use. */
+/**
+ * Fixed pack buffers handed out and returned; acquire waits when all are in use. They are
+ * page-aligned, so a folder repository writes packs straight from them with direct I/O.
+ */
 class BufferRing {
   private readonly free: Buffer[];
   private readonly waiting: Array<(b: Buffer) => void> = [];
   constructor(count: number, size: number) {
-    this.free = Array.from({ length: count }, () => Buffer.allocUnsafeSlow(size));
+    this.free = Array.from({ length: count }, () => alignedBuffer(size));
   }
   acquire(): Promise<Buffer> {
     const b = this.free.pop();

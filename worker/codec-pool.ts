@@ -20,6 +20,7 @@
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
+import { alignedSharedMemory, DIRECT_IO_ALIGNMENT } from '../shared/local/direct-io.js';
 
 const THREAD_SOURCE = String.raw`
 const { parentPort, workerData } = require('node:worker_threads');
@@ -33,6 +34,8 @@ const inputs = Buffer.from(workerData.inputs);
 const outputs = Buffer.from(workerData.outputs);
 const cctx = new zstd.CCtx();
 cctx.setParameter(zstd.CParameter.compressionLevel, workerData.level);
+// Parameters only shape compression, never decoding: one this zstd does not know is skipped.
+for (const [name, value] of Object.entries(workerData.params || {})) if (zstd.CParameter[name] !== undefined) cctx.setParameter(zstd.CParameter[name], value);
 const dctx = new zstd.DCtx();
 const packed = Buffer.allocUnsafe(zstd.compressBound(slotSize));
 const unpacked = Buffer.allocUnsafe(slotSize);
@@ -141,6 +144,13 @@ parentPort.on('message', (m) => {
 });
 `;
 
+/** zstd compression parameters a repository may set besides the level (names as in zstd's ZSTD_c_*). */
+export interface ZstdParams {
+  hashLog?: number;
+  chainLog?: number;
+  minMatch?: number;
+}
+
 interface Pending {
   resolve(v: any): void;
   reject(e: Error): void;
@@ -182,6 +192,8 @@ export interface CodecPoolOptions {
   blockSize: number;
   /** zstd level (default 3). */
   level?: number;
+  /** zstd parameters that override the level's (frames decode the same whatever they are). */
+  params?: ZstdParams;
   /** Threads (default: every core). */
   threads?: number;
   /** Slots per thread: blocks in flight (default 6: enough that no thread waits for work). */
@@ -202,10 +214,12 @@ export class CodecPool {
     const zstdBindingPath = require.resolve('zstd-napi/binding');
     const n = Math.max(1, opts.threads ?? availableParallelism());
     const count = n * (opts.depth ?? 6);
-    // Room for a block stored raw plus its seal, or a zstd frame that grew a little.
-    this.slotSize = opts.blockSize + 4096;
-    const inputs = new SharedArrayBuffer(count * this.slotSize);
-    const outputs = new SharedArrayBuffer(count * this.slotSize);
+    // Room for a block stored raw plus its seal, or a zstd frame that grew a little; a whole
+    // number of pages, in page-aligned memory, so every slot starts aligned and a restored
+    // block is written from its slot with direct I/O (shared/local/direct-io.ts).
+    this.slotSize = Math.ceil((opts.blockSize + 4096) / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT;
+    const inputs = alignedSharedMemory(count * this.slotSize);
+    const outputs = alignedSharedMemory(count * this.slotSize);
     this.slots = Array.from({ length: count }, (_, index) => ({
       index,
       input: Buffer.from(inputs, index * this.slotSize, this.slotSize),
@@ -215,7 +229,7 @@ export class CodecPool {
     this.threads = Array.from({ length: n }, () => {
       const w = new Worker(THREAD_SOURCE, {
         eval: true,
-        workerData: { zstdBindingPath, encKey: opts.encryptionKey, idKey: opts.idKey, level: opts.level ?? 3, slotSize: this.slotSize, inputs, outputs },
+        workerData: { zstdBindingPath, encKey: opts.encryptionKey, idKey: opts.idKey, level: opts.level ?? 3, params: opts.params, slotSize: this.slotSize, inputs, outputs },
       });
       w.unref();
       return new Thread(w);

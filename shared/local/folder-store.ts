@@ -7,10 +7,12 @@
 // and only then becomes visible under its key. A process killed mid-write leaves
 // at most a `.tender-tmp-*` file, which `list` never reports.
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, opendir, rename, stat, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { link, mkdir, open, opendir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { GetRange, ObjectInfo, ObjectStore } from '../ports/object-store.js';
 import { AccessDeniedError, ConfigError, NotFoundError, TransientError } from '../core/errors.js';
+import { DirectIoRefusedError, openDirect, readDirect, writeDirect } from './direct-io.js';
 
 const TMP_MARK = '.tender-tmp-';
 
@@ -21,12 +23,25 @@ export interface FolderStoreOptions {
    * process cannot. Tests may turn it off for speed.
    */
   fsync?: boolean;
+  /**
+   * Write objects, and read ranges, of at least this many bytes (packs) with direct I/O,
+   * bypassing the page cache (default 1 MiB when fsync is on, never when it is off). They
+   * are flushed to the device before they become visible anyway, and filling fresh
+   * page-cache pages is what made large transfers slow (shared/local/direct-io.ts).
+   * 0 turns it off.
+   */
+  directMinBytes?: number;
 }
+
+const DEFAULT_DIRECT_MIN = 1024 * 1024;
 
 export function createFolderStore(dir: string, opts: FolderStoreOptions = {}): ObjectStore {
   if (!dir) throw new ConfigError('createFolderStore: a folder is required (e.g. /var/backups/tender)');
   const root = resolve(dir);
   const fsync = opts.fsync ?? true;
+  const directMin = opts.directMinBytes ?? (fsync ? DEFAULT_DIRECT_MIN : 0);
+  /** Cleared once the filesystem refuses direct I/O: every later write goes through the cache. */
+  let directOk = directMin > 0;
   const location = `file:${root}`;
 
   const pathOf = (key: string): string => join(root, ...checkKey(key, location).split('/'));
@@ -72,13 +87,25 @@ export function createFolderStore(dir: string, opts: FolderStoreOptions = {}): O
   async function writeTemp(target: string, data: Uint8Array): Promise<string> {
     const tmp = join(dirname(target), `${TMP_MARK}${randomBytes(8).toString('hex')}`);
     await mkdir(dirname(target), { recursive: true });
+    if (directOk && data.byteLength >= directMin) {
+      const fh = await openDirect(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL);
+      if (fh) {
+        try {
+          if (await writeDirect(fh, data, 0)) await fh.truncate(data.byteLength);
+          await fh.sync();
+          await fh.close();
+          return tmp;
+        } catch (err) {
+          await fh.close().catch(() => undefined);
+          await unlink(tmp).catch(() => undefined);
+          if (!(err instanceof DirectIoRefusedError)) throw err;
+        }
+      }
+      directOk = false;
+    }
     const fh = await open(tmp, 'wx');
     try {
-      let off = 0;
-      while (off < data.byteLength) {
-        const { bytesWritten } = await fh.write(data, off, data.byteLength - off);
-        off += bytesWritten;
-      }
+      await writeWhole(fh, data);
       if (fsync) await fh.sync();
     } catch (err) {
       await fh.close().catch(() => undefined);
@@ -151,6 +178,20 @@ export function createFolderStore(dir: string, opts: FolderStoreOptions = {}): O
           const start = Math.min(range?.offset ?? 0, size);
           const end = range ? Math.min(size, range.offset + range.length) : size;
           const out = new Uint8Array(Math.max(0, end - start));
+          if (directOk && out.byteLength >= directMin) {
+            const direct = await openDirect(path, constants.O_RDONLY);
+            if (direct) {
+              try {
+                const n = await readDirect(direct, out, start);
+                return n === out.byteLength ? out : out.subarray(0, n);
+              } catch (err) {
+                if (!(err instanceof DirectIoRefusedError)) throw err;
+              } finally {
+                await direct.close();
+              }
+            }
+            directOk = false;
+          }
           let off = 0;
           while (off < out.byteLength) {
             const { bytesRead } = await fh.read(out, off, out.byteLength - off, start + off);
@@ -204,6 +245,14 @@ export function createFolderStore(dir: string, opts: FolderStoreOptions = {}): O
       }
     },
   };
+}
+
+async function writeWhole(fh: FileHandle, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.byteLength) {
+    const { bytesWritten } = await fh.write(data, off, data.byteLength - off);
+    off += bytesWritten;
+  }
 }
 
 async function* walk(root: string, base: string, prefix: string, location: string): AsyncGenerator<ObjectInfo> {

@@ -597,3 +597,24 @@ test('without filefrag every block is read (never a guess about where the data i
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a repository made with a bare zstd level (before tuned parameters existed) still backs up and restores, and a new one records its parameters', async () => {
+  const dir = await tempDir();
+  try {
+    const image = makeImage(16, 23);
+    await writeFile(join(dir, 'disk.img'), image);
+    const older = await initRepository(createMemoryStore(), PASS, { ...FAST, compressionLevel: 3 });
+    const newer = await initRepository(createMemoryStore(), PASS, FAST);
+
+    assert.deepEqual(older.config.compression, { codec: 'zstd', level: 3 });
+    assert.deepEqual(newer.config.compression, { codec: 'zstd', level: 2, params: { hashLog: 15, chainLog: 12, minMatch: 5 } });
+    for (const repo of [older, newer]) {
+      const r = await backupImage(repo, join(dir, 'disk.img'));
+      assert.ok(r.disks[0]!.bytesStored < r.disks[0]!.bytesRead / 2, 'the text blocks are compressed');
+      assert.equal(sha(await restoreToBuffer(repo, r.restorePointId, 'root', dir)), sha(image));
+      await repo.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

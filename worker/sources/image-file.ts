@@ -6,6 +6,7 @@
 // changed-block list the way EBS ListChangedBlocks does, without reading either
 // image again.
 
+import { constants } from 'node:fs';
 import { open, rename, rm, stat, writeFile, readFile, type FileHandle } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import { execFile } from 'node:child_process';
@@ -13,7 +14,7 @@ import { createHash } from 'node:crypto';
 import type { BlockSink, BlockSource, ChangedBlocks } from '../../shared/ports/block-source.js';
 import { NotFoundError, RepositoryError, ValidationError } from '../../shared/core/errors.js';
 import { DEFAULT_BLOCK_SIZE } from '../format.js';
-import { createLimiter } from './retry.js';
+import { DIRECT_IO_ALIGNMENT, DirectIoRefusedError, openDirect, writeDirect } from '../../shared/local/direct-io.js';
 
 // Header: magic, block size (u32), image size (u64), image mtime in ms (f64). The size and
 // mtime tie a map to the image it describes: a map older than its image is never trusted.
@@ -195,6 +196,12 @@ export interface ImageSinkOptions {
    * right after the restore, at the cost of waiting for the whole disk to reach the device.
    */
   sync?: boolean;
+  /**
+   * Write with direct I/O, bypassing the page cache (default true where the filesystem
+   * allows it): a restore writes the whole disk once and reads none of it back, and
+   * filling fresh page-cache pages was most of a restore's cost (shared/local/direct-io.ts).
+   */
+  direct?: boolean;
 }
 
 /**
@@ -211,31 +218,122 @@ export async function createImageSink(path: string, sizeBytes: number, opts: Ima
   const partial = `${path}.partial`;
   const fh = await open(partial, 'w');
   await fh.truncate(sizeBytes);
+  // A second handle on the same file for direct writes; the buffered one writes when the
+  // filesystem refuses them, and finish() truncates away any padding of a short last block.
+  let direct = opts.direct !== false && blockSize % DIRECT_IO_ALIGNMENT === 0 ? await openDirect(partial, constants.O_WRONLY) : undefined;
   let closed = false;
-  // One write at a time: concurrent pwrite()s to one file all take its inode lock, and the kernel
-  // spent more time spinning on that lock than copying the data.
-  const one = createLimiter(1);
-  const writeAt = async (index: number, data: Uint8Array) => {
+  const writeOne = async (index: number, data: Uint8Array) => {
+    if (direct) {
+      try {
+        await writeDirect(direct, data, index * blockSize);
+        return;
+      } catch (e) {
+        if (!(e instanceof DirectIoRefusedError)) throw e;
+        await direct.close().catch(() => undefined);
+        direct = undefined;
+      }
+    }
     let done = 0;
     while (done < data.length) {
       const { bytesWritten } = await fh.write(data, done, data.length - done, index * blockSize + done);
       done += bytesWritten;
     }
   };
+  /** Consecutive whole blocks in one pwritev; anything the kernel will not take that way goes block by block. */
+  const writeRun = async (run: QueuedBlock[]) => {
+    const target = direct ?? fh;
+    const bytes = run.length * blockSize;
+    if (run.length > 1 && run.every((b) => b.data.length === blockSize)) {
+      try {
+        const { bytesWritten } = await target.writev(run.map((b) => b.data), run[0]!.index * blockSize);
+        if (bytesWritten === bytes) return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+      }
+    }
+    for (const b of run) await writeOne(b.index, b.data);
+  };
+  const writer = createGroupWriter(writeRun, MAX_RUN_BLOCKS);
+  const closeAll = async () => {
+    closed = true;
+    await direct?.close();
+    await fh.close();
+  };
   return {
     blockSize,
-    writeBlock: (index: number, data: Uint8Array) => one.run(() => writeAt(index, data)),
+    writeBlock: (index: number, data: Uint8Array) => writer.write(index, data),
     async finish(): Promise<string> {
+      await writer.idle();
+      await fh.truncate(sizeBytes);
       if (opts.sync) await fh.sync();
-      await fh.close();
-      closed = true;
+      await closeAll();
       await rename(partial, path);
       return path;
     },
     async abort(): Promise<void> {
-      if (!closed) await fh.close().catch(() => undefined);
-      closed = true;
+      await writer.idle().catch(() => undefined);
+      if (!closed) await closeAll().catch(() => undefined);
       await rm(partial, { force: true });
+    },
+  };
+}
+
+interface QueuedBlock {
+  index: number;
+  data: Uint8Array;
+  settle: (e?: unknown) => void;
+}
+
+/** Most blocks one write takes (16 MiB of 512 KiB blocks; IOV_MAX is 1024). */
+const MAX_RUN_BLOCKS = 32;
+
+/**
+ * Group commit for block writes. One write is in flight at a time (concurrent writes to one
+ * file only queue on its inode lock); blocks that arrive meanwhile wait, and the next write
+ * takes the lowest-numbered of them with every queued block that follows it without a gap,
+ * as one vectored write. It never waits for more blocks to arrive, so a caller that writes
+ * one block at a time still makes progress; a restore with blocks decoding on every core
+ * gets a few large writes instead of many small ones. Each block's promise settles once its
+ * bytes are written, so the caller keeps its buffer until then.
+ */
+export function createGroupWriter(writeRun: (run: QueuedBlock[]) => Promise<void>, maxRun: number) {
+  const queue = new Map<number, QueuedBlock>();
+  let pumping: Promise<void> | undefined;
+  const takeRun = (): QueuedBlock[] => {
+    let first = Infinity;
+    for (const i of queue.keys()) if (i < first) first = i;
+    const run: QueuedBlock[] = [];
+    for (let i = first; run.length < maxRun && queue.has(i); i++) {
+      run.push(queue.get(i)!);
+      queue.delete(i);
+    }
+    return run;
+  };
+  const pump = async () => {
+    while (queue.size) {
+      const run = takeRun();
+      try {
+        await writeRun(run);
+        for (const b of run) b.settle();
+      } catch (e) {
+        for (const b of run) b.settle(e);
+      }
+    }
+    pumping = undefined;
+  };
+  return {
+    write(index: number, data: Uint8Array): Promise<void> {
+      return new Promise<void>((resolve, reject) => {
+        const earlier = queue.get(index);
+        // The same block written twice before either landed: the later bytes win, as with pwrite.
+        if (earlier) earlier.settle();
+        queue.set(index, { index, data, settle: (e) => (e ? reject(e) : resolve()) });
+        pumping ??= pump();
+      });
+    },
+    /** Resolves once every queued block is written (or failed). */
+    async idle(): Promise<void> {
+      while (pumping) await pumping;
     },
   };
 }

@@ -1,0 +1,129 @@
+// Direct I/O for big writes: bytes land exactly, from aligned and misaligned
+// memory, whatever the length; a filesystem that refuses is reported so the
+// caller can fall back to buffered writes.
+
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { constants } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { DirectIoRefusedError, alignedBuffer, directIoAvailable, openDirect, readDirect, writeDirect } from '../../shared/local/direct-io.js';
+import { writeFile } from 'node:fs/promises';
+import { createFolderStore } from '../../shared/local/folder-store.js';
+
+const roots: string[] = [];
+async function freshDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'tender-direct-io-'));
+  roots.push(dir);
+  return dir;
+}
+after(async () => {
+  for (const d of roots) await rm(d, { recursive: true, force: true });
+});
+
+describe('direct I/O', { skip: directIoAvailable ? false : 'no O_DIRECT on this platform' }, () => {
+  it('writes from page-aligned memory straight through, and the bytes read back exactly', async (t) => {
+    // Prepare
+    const path = join(await freshDir(), 'aligned.bin');
+    const fh = await openDirect(path, constants.O_WRONLY | constants.O_CREAT);
+    if (!fh) return t.skip(`the filesystem of ${tmpdir()} refuses O_DIRECT`);
+    const data = alignedBuffer(256 * 1024);
+    randomBytes(data.length).copy(data);
+    // Act
+    const padded = await writeDirect(fh, data, 0);
+    await fh.close();
+    // Assess
+    assert.equal(padded, false);
+    assert.deepEqual(await readFile(path), data);
+  });
+
+  it('writes misaligned memory of any length through a bounce buffer; the padding is the caller’s to cut', async (t) => {
+    // Prepare
+    const path = join(await freshDir(), 'misaligned.bin');
+    const fh = await openDirect(path, constants.O_WRONLY | constants.O_CREAT);
+    if (!fh) return t.skip(`the filesystem of ${tmpdir()} refuses O_DIRECT`);
+    const backing = randomBytes(5 * 1024 * 1024 + 1234);
+    const data = backing.subarray(3); // an odd address and an odd length, larger than the bounce buffer
+    // Act
+    const padded = await writeDirect(fh, data, 8192);
+    await fh.truncate(8192 + data.length);
+    await fh.close();
+    // Assess
+    assert.equal(padded, true);
+    const back = await readFile(path);
+    assert.equal(back.length, 8192 + data.length);
+    assert.deepEqual(back.subarray(8192), data);
+    assert.ok(back.subarray(0, 8192).every((b) => b === 0), 'what lies before the write stays zeros');
+  });
+
+  it('reads any range at any offset, larger than the bounce buffer, and stops short only at the end of the file', async (t) => {
+    // Prepare
+    const path = join(await freshDir(), 'read.bin');
+    const data = randomBytes(9 * 1024 * 1024 + 777);
+    await writeFile(path, data);
+    const fh = await openDirect(path, constants.O_RDONLY);
+    if (!fh) return t.skip(`the filesystem of ${tmpdir()} refuses O_DIRECT`);
+    try {
+      for (const [offset, length] of [[0, 4096], [1, 10], [4095, 6 * 1024 * 1024], [123_457, 5 * 1024 * 1024 + 3], [data.length - 100, 100]] as const) {
+        // Act
+        const out = new Uint8Array(length);
+        const n = await readDirect(fh, out, offset);
+        // Assess
+        assert.equal(n, length, `${length} bytes at ${offset}`);
+        assert.ok(Buffer.from(out).equals(data.subarray(offset, offset + length)), `bytes at ${offset}`);
+      }
+      const past = new Uint8Array(5000);
+      assert.equal(await readDirect(fh, past, data.length - 1000), 1000, 'short at the end');
+      assert.ok(Buffer.from(past.subarray(0, 1000)).equals(data.subarray(data.length - 1000)));
+    } finally {
+      await fh.close();
+    }
+  });
+
+  it('reports a filesystem that refuses direct writes, so the caller writes through the page cache', async () => {
+    // Prepare: a handle whose every write is refused the way such a filesystem refuses it.
+    const refusing = {
+      write: async () => {
+        throw Object.assign(new Error('EINVAL: invalid argument, write'), { code: 'EINVAL' });
+      },
+    } as unknown as FileHandle;
+    // Act / Assess
+    await assert.rejects(writeDirect(refusing, randomBytes(10_000), 0), DirectIoRefusedError);
+  });
+
+  it('refuses an offset that direct I/O cannot take instead of writing somewhere else', async () => {
+    const fh = { write: async () => ({ bytesWritten: 0 }) } as unknown as FileHandle;
+    await assert.rejects(writeDirect(fh, randomBytes(4096), 100), /not a multiple of 4096/);
+  });
+});
+
+describe('folder store with direct I/O', () => {
+  it('stores large objects of odd sizes from odd addresses bit for bit, and leaves no temp file', async () => {
+    // Prepare
+    const dir = await freshDir();
+    const store = createFolderStore(dir);
+    const odd = randomBytes(3 * 1024 * 1024 + 5).subarray(1);
+    const aligned = alignedBuffer(2 * 1024 * 1024);
+    randomBytes(aligned.length).copy(aligned);
+    // Act
+    await store.put('data/ab/odd', odd);
+    await store.put('data/ab/aligned', aligned);
+    await store.put('data/ab/odd', odd); // replaced in place
+    // Assess
+    assert.deepEqual(Buffer.from(await store.get('data/ab/odd')), odd);
+    assert.deepEqual(Buffer.from(await store.get('data/ab/aligned')), aligned);
+    assert.equal((await stat(join(dir, 'data', 'ab', 'odd'))).size, odd.length);
+    assert.deepEqual((await readdir(join(dir, 'data', 'ab'))).sort(), ['aligned', 'odd']);
+  });
+
+  it('writes the same bytes with direct I/O turned off', async () => {
+    const dir = await freshDir();
+    const store = createFolderStore(dir, { directMinBytes: 0 });
+    const data = randomBytes(1024 * 1024 + 17);
+    await store.put('data/cd/x', data);
+    assert.deepEqual(Buffer.from(await store.get('data/cd/x')), data);
+  });
+});
