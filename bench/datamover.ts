@@ -45,6 +45,8 @@ interface Row {
   tool: string;
   phase: string;
   seconds: number;
+  /** User + system CPU seconds (Tender only: peers.sh reports wall time alone). */
+  cpuSeconds?: number;
   rssMiB: number;
   repoBytes: number;
   ok: string;
@@ -94,14 +96,14 @@ const repo = join(tw, 'repo');
 const env = { TENDER_PASSPHRASE: 'benchmark passphrase' };
 function timed(phase: string, args: string[]): Row {
   const timeFile = join(tw, `${phase}.time`);
-  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', '-o', timeFile, process.execPath, bundle, ...args, ...(values.threads ? ['--threads', values.threads] : [])], {
+  const r = spawnSync('/usr/bin/time', ['-f', '%e %M %U %S', '-o', timeFile, process.execPath, bundle, ...args, ...(values.threads ? ['--threads', values.threads] : [])], {
     encoding: 'utf8',
     env: { ...process.env, ...env },
     cwd: root,
   });
-  const [secs, kib] = readFileSync(timeFile, 'utf8').trim().split(/\s+/).map(Number);
+  const [secs, kib, user, sys] = readFileSync(timeFile, 'utf8').trim().split(/\s+/).map(Number);
   if (r.status !== 0) console.error(`tender ${phase} failed:\n${r.stdout}\n${r.stderr}`);
-  return { tool: 'tender', phase, seconds: secs!, rssMiB: Math.round(kib! / 1024), repoBytes: existsSync(repo) ? du(repo) : 0, ok: r.status === 0 ? 'ok' : `failed(${r.status})` };
+  return { tool: 'tender', phase, seconds: secs!, cpuSeconds: user! + sys!, rssMiB: Math.round(kib! / 1024), repoBytes: existsSync(repo) ? du(repo) : 0, ok: r.status === 0 ? 'ok' : `failed(${r.status})` };
 }
 const rows: Row[] = [];
 rows.push(timed('full', ['backup', '--repo', `file:${repo}`, '--vm', 'bench', '--disk', `d0=${v1}`]));
@@ -125,10 +127,11 @@ if (!values['no-peers']) {
 // 5. One table, then the ratios against the targets.
 const mbps = (r: Row) => (r.seconds > 0 ? (imageBytes / 1e6 / r.seconds).toFixed(0) : '-');
 console.log(`\nimages: ${(imageBytes / 2 ** 30).toFixed(1)} GiB, ${changed.changed.length} of ${changed.blocks} blocks changed in v2; ${spawnSync('nproc').stdout.toString().trim()} cores\n`);
-console.log('tool      phase         seconds   MB/s   peak RSS MiB   repo bytes      ok');
+console.log('tool      phase         seconds   CPU s   MB/s   peak RSS MiB   repo bytes      ok');
 for (const r of rows) {
   if (r.phase === 'verify') continue;
-  console.log(`${r.tool.padEnd(9)} ${r.phase.padEnd(12)} ${r.seconds.toFixed(2).padStart(8)} ${mbps(r).padStart(6)} ${String(r.rssMiB).padStart(14)} ${String(r.repoBytes).padStart(12)}   ${r.ok}`);
+  const cpu = r.cpuSeconds === undefined ? '-' : r.cpuSeconds.toFixed(2);
+  console.log(`${r.tool.padEnd(9)} ${r.phase.padEnd(12)} ${r.seconds.toFixed(2).padStart(8)} ${cpu.padStart(7)} ${mbps(r).padStart(6)} ${String(r.rssMiB).padStart(14)} ${String(r.repoBytes).padStart(12)}   ${r.ok}`);
 }
 for (const r of rows.filter((x) => x.phase === 'verify')) console.log(`${r.tool.padEnd(9)} restore matches disk-v2 byte for byte: ${r.ok}`);
 

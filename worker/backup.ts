@@ -103,9 +103,15 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   const started = Date.now();
   if (req.disks.length === 0) throw new ValidationError(`VM ${req.vm.vmId} has no disks to back up`);
   const pool = repo.codecs();
-  await repo.adoptUnindexedPacks();
+  // Independent reads, at once: packs no index names yet, deletion marks, and the manifests
+  // (only when there is a parent to look for).
+  const [, marks, manifests] = await Promise.all([
+    repo.adoptUnindexedPacks(),
+    readDeletionMarks(repo),
+    req.disks.some((d) => d.parentSnapshotRef) ? readAllManifests(repo) : Promise.resolve([]),
+  ]);
   // Blocks in packs a prune has marked for deletion are stored again, never referenced.
-  repo.avoidPacks((await readDeletionMarks(repo)).flatMap((m) => m.record.packs));
+  repo.avoidPacks(marks.flatMap((m) => m.record.packs));
 
   const uploadConcurrency = 2;
   const uploader = new PackUploader(repo, uploadConcurrency);
@@ -126,9 +132,7 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   /** Block IDs sealed in this run but maybe not uploaded yet: never sealed twice. */
   const pending = new Set<string>();
 
-  // Plan every disk first so progress has a total from the start. The manifests are read once,
-  // for every disk's parent, and only when there is a parent to look for.
-  const manifests = req.disks.some((d) => d.parentSnapshotRef) ? await readAllManifests(repo) : [];
+  // Plan every disk first so progress has a total from the start.
   const plans = await Promise.all(
     req.disks.map(async (d) => {
       const bs = d.source.blockSize;

@@ -140,6 +140,14 @@ export class Repository {
   /** Packs this process will not refer to (marked for deletion, or gone). */
   readonly avoided = new Set<string>();
 
+  /**
+   * The pack listing adoptUnindexedPacks uses, when it was started before the repository
+   * opened (openOrInitRepository). Listed before the index was read, it can only miss packs
+   * written since, which are some running writer's to index, or name as gone packs that
+   * were indexed since, which this run then merely does not dedup against.
+   */
+  packListing?: Promise<Array<{ id: string; size: number }>>;
+
   addIndexFile(file: IndexFile): void {
     for (const p of file.packs) {
       this.indexedPacks.set(p.id, p.size);
@@ -184,13 +192,13 @@ export class Repository {
    * Returns how many packs were adopted.
    */
   async adoptUnindexedPacks(): Promise<number> {
+    const listing = this.packListing ?? listPacks(this.store);
+    this.packListing = undefined;
     const orphans: Array<{ id: string; size: number }> = [];
     const present = new Set<string>();
-    for await (const o of this.store.list('data/')) {
-      const id = packIdFromKey(o.key);
-      if (!id) continue;
-      present.add(id);
-      if (!this.indexedPacks.has(id)) orphans.push({ id, size: o.size });
+    for (const p of await listing) {
+      present.add(p.id);
+      if (!this.indexedPacks.has(p.id)) orphans.push(p);
     }
     // Indexed but gone (a prune that stopped half-way): never dedup against them.
     this.avoidPacks([...this.indexedPacks.keys()].filter((p) => !present.has(p)));
@@ -336,9 +344,26 @@ export async function openRepository(store: ObjectStore, secret: RepositorySecre
   throw new WrongPassphraseError(`${describeSecret(secret)} does not open the repository at ${store.location}: no key record was wrapped with it — open it with a key it was made with, or add this key with \`tender-worker key add\``);
 }
 
+/** Every pack in the store, with its size. */
+async function listPacks(store: ObjectStore): Promise<Array<{ id: string; size: number }>> {
+  const out: Array<{ id: string; size: number }> = [];
+  for await (const o of store.list('data/')) {
+    const id = packIdFromKey(o.key);
+    if (id) out.push({ id, size: o.size });
+  }
+  return out;
+}
+
+/** Opens the repository a backup writes to, creating it on first use. */
 export async function openOrInitRepository(store: ObjectStore, secret: RepositorySecret, opts: InitOptions = {}): Promise<Repository> {
-  if (await store.stat('config')) return openRepository(store, secret, opts);
-  return initRepository(store, secret, opts);
+  if (!(await store.stat('config'))) return initRepository(store, secret, opts);
+  // The backup's first step lists the packs; doing it while the key is unwrapped (scrypt, or a
+  // KMS call) takes it off the critical path. A failed open leaves the listing unused.
+  const listing = listPacks(store);
+  listing.catch(() => undefined);
+  const repo = await openRepository(store, secret, opts);
+  repo.packListing = listing;
+  return repo;
 }
 
 /** Adds another way to open the repository (a second passphrase, a KMS key); the data is untouched. */
