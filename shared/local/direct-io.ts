@@ -1,13 +1,13 @@
-// Direct I/O (O_DIRECT) for the big sequential transfers of the data mover: pack
-// files written to and read from a folder repository, and restored disk images.
+// Direct I/O (O_DIRECT) for the big sequential writes of the data mover: pack
+// files in a folder repository and restored disk images.
 //
 // Why: a buffered write copies every byte into the page cache, and on VMs whose
 // memory the hypervisor backs lazily (Firecracker, many cloud workers) filling
 // fresh page-cache pages costs far more than the copy itself — measured here,
 // 1.4 GB of buffered 512 KiB writes took 2.1 s of kernel CPU, the same writes
 // with O_DIRECT 0.2 s. The data is flushed to the device either way (packs are
-// fsynced before they become visible), so bypassing the cache loses nothing; and
-// a pack read back by a restore is read once, so caching it only costs the same.
+// fsynced before they become visible), so bypassing the cache loses nothing.
+// Reads stay buffered: there the device fills the cache pages, at no such cost.
 //
 // Direct I/O needs the buffer address, the file offset and the length aligned
 // to the device's logical block size. Node cannot say where a Buffer lives, so
@@ -48,8 +48,8 @@ export function alignedSharedMemory(bytes: number): SharedArrayBuffer {
 export const directIoAvailable = typeof constants.O_DIRECT === 'number' && constants.O_DIRECT !== 0;
 
 /**
- * Opens `path` with O_DIRECT added to `flags`; undefined when the platform or the
- * filesystem refuses direct I/O (the caller then goes through the page cache).
+ * Opens `path` for writing with O_DIRECT added to `flags`; undefined when the platform
+ * or the filesystem refuses direct I/O (the caller then writes through the page cache).
  */
 export async function openDirect(path: string, flags: number): Promise<FileHandle | undefined> {
   if (!directIoAvailable) return undefined;
@@ -128,34 +128,3 @@ export async function writeDirect(fh: FileHandle, data: Uint8Array, position: nu
   return data.length % DIRECT_IO_ALIGNMENT !== 0;
 }
 
-/**
- * Reads up to `target.length` bytes at `position` (any alignment) through a handle from
- * openDirect, by way of an aligned bounce buffer; returns how many bytes there were (fewer
- * only at the end of the file). Throws DirectIoRefusedError when the filesystem refuses.
- */
-export async function readDirect(fh: FileHandle, target: Uint8Array, position: number): Promise<number> {
-  const bounce = takeBounce();
-  let done = 0;
-  try {
-    while (done < target.length) {
-      const at = position + done;
-      const skip = at % DIRECT_IO_ALIGNMENT;
-      const want = Math.min(bounce.length, Math.ceil((skip + target.length - done) / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT);
-      let bytesRead: number;
-      try {
-        ({ bytesRead } = await fh.read(bounce, 0, want, at - skip));
-      } catch (e) {
-        if (isEinval(e)) throw new DirectIoRefusedError(`the filesystem refuses direct reads (${(e as Error).message})`, { cause: e });
-        throw e;
-      }
-      if (bytesRead <= skip) break;
-      const n = Math.min(bytesRead - skip, target.length - done);
-      target.set(bounce.subarray(skip, skip + n), done);
-      done += n;
-      if (bytesRead < want) break; // the end of the file
-    }
-  } finally {
-    giveBounce(bounce);
-  }
-  return done;
-}

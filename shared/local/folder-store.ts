@@ -12,7 +12,7 @@ import { link, mkdir, open, opendir, rename, stat, unlink, type FileHandle } fro
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { GetRange, ObjectInfo, ObjectStore } from '../ports/object-store.js';
 import { AccessDeniedError, ConfigError, NotFoundError, TransientError } from '../core/errors.js';
-import { DirectIoRefusedError, openDirect, readDirect, writeDirect } from './direct-io.js';
+import { DirectIoRefusedError, openDirect, writeDirect } from './direct-io.js';
 
 const TMP_MARK = '.tender-tmp-';
 
@@ -24,10 +24,11 @@ export interface FolderStoreOptions {
    */
   fsync?: boolean;
   /**
-   * Write objects, and read ranges, of at least this many bytes (packs) with direct I/O,
-   * bypassing the page cache (default 1 MiB when fsync is on, never when it is off). They
-   * are flushed to the device before they become visible anyway, and filling fresh
-   * page-cache pages is what made large transfers slow (shared/local/direct-io.ts).
+   * Write objects of at least this many bytes (packs) with direct I/O, bypassing the page
+   * cache (default 1 MiB when fsync is on, never when it is off). They are flushed to the
+   * device before they become visible anyway, and filling fresh page-cache pages is what
+   * made large writes slow (shared/local/direct-io.ts). Reads stay buffered: the device
+   * fills the cache without that cost, and a direct read would need a copy and memory more.
    * 0 turns it off.
    */
   directMinBytes?: number;
@@ -178,20 +179,6 @@ export function createFolderStore(dir: string, opts: FolderStoreOptions = {}): O
           const start = Math.min(range?.offset ?? 0, size);
           const end = range ? Math.min(size, range.offset + range.length) : size;
           const out = new Uint8Array(Math.max(0, end - start));
-          if (directOk && out.byteLength >= directMin) {
-            const direct = await openDirect(path, constants.O_RDONLY);
-            if (direct) {
-              try {
-                const n = await readDirect(direct, out, start);
-                return n === out.byteLength ? out : out.subarray(0, n);
-              } catch (err) {
-                if (!(err instanceof DirectIoRefusedError)) throw err;
-              } finally {
-                await direct.close();
-              }
-            }
-            directOk = false;
-          }
           let off = 0;
           while (off < out.byteLength) {
             const { bytesRead } = await fh.read(out, off, out.byteLength - off, start + off);

@@ -10,8 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { DirectIoRefusedError, alignedBuffer, directIoAvailable, openDirect, readDirect, writeDirect } from '../../shared/local/direct-io.js';
-import { writeFile } from 'node:fs/promises';
+import { DirectIoRefusedError, alignedBuffer, directIoAvailable, openDirect, writeDirect } from '../../shared/local/direct-io.js';
 import { createFolderStore } from '../../shared/local/folder-store.js';
 
 const roots: string[] = [];
@@ -57,30 +56,6 @@ describe('direct I/O', { skip: directIoAvailable ? false : 'no O_DIRECT on this 
     assert.equal(back.length, 8192 + data.length);
     assert.deepEqual(back.subarray(8192), data);
     assert.ok(back.subarray(0, 8192).every((b) => b === 0), 'what lies before the write stays zeros');
-  });
-
-  it('reads any range at any offset, larger than the bounce buffer, and stops short only at the end of the file', async (t) => {
-    // Prepare
-    const path = join(await freshDir(), 'read.bin');
-    const data = randomBytes(9 * 1024 * 1024 + 777);
-    await writeFile(path, data);
-    const fh = await openDirect(path, constants.O_RDONLY);
-    if (!fh) return t.skip(`the filesystem of ${tmpdir()} refuses O_DIRECT`);
-    try {
-      for (const [offset, length] of [[0, 4096], [1, 10], [4095, 6 * 1024 * 1024], [123_457, 5 * 1024 * 1024 + 3], [data.length - 100, 100]] as const) {
-        // Act
-        const out = new Uint8Array(length);
-        const n = await readDirect(fh, out, offset);
-        // Assess
-        assert.equal(n, length, `${length} bytes at ${offset}`);
-        assert.ok(Buffer.from(out).equals(data.subarray(offset, offset + length)), `bytes at ${offset}`);
-      }
-      const past = new Uint8Array(5000);
-      assert.equal(await readDirect(fh, past, data.length - 1000), 1000, 'short at the end');
-      assert.ok(Buffer.from(past.subarray(0, 1000)).equals(data.subarray(data.length - 1000)));
-    } finally {
-      await fh.close();
-    }
   });
 
   it('reports a filesystem that refuses direct writes, so the caller writes through the page cache', async () => {
