@@ -89,13 +89,16 @@ await build({
 });
 const bundle = join(bundleDir, 'tender-worker.js');
 
-// 3. Tender: full, incremental, restore. The images are read once first: peers.sh copies them
-// before each peer runs, so the peers read from the page cache too, and nobody pays for a cold disk.
-for (const img of [v1, v2]) {
-  const fd = openSync(img, 'r');
-  const buf = Buffer.allocUnsafe(8 * 1024 * 1024);
-  while (readSync(fd, buf, 0, buf.length, null) > 0);
-  closeSync(fd);
+// 3. Tender: full, incremental, restore. The images are read just before each round: peers.sh
+// copies the image before each peer runs, so the peers read from a fresh page cache too, and nobody
+// pays for a cold disk (pages left alone for minutes may have been reclaimed by the host meanwhile).
+function readImages(): void {
+  for (const img of [v1, v2]) {
+    const fd = openSync(img, 'r');
+    const buf = Buffer.allocUnsafe(8 * 1024 * 1024);
+    while (readSync(fd, buf, 0, buf.length, null) > 0);
+    closeSync(fd);
+  }
 }
 const tw = join(work, 'tender');
 const repo = join(tw, 'repo');
@@ -112,6 +115,7 @@ function timed(phase: string, args: string[]): Row {
   return { tool: 'tender', phase, seconds: secs!, cpuSeconds: user! + sys!, rssMiB: Math.round(kib! / 1024), repoBytes: existsSync(repo) ? du(repo) : 0, ok: r.status === 0 ? 'ok' : `failed(${r.status})` };
 }
 function tenderRound(): Row[] {
+  readImages();
   rmSync(tw, { recursive: true, force: true });
   mkdirSync(tw, { recursive: true });
   const out: Row[] = [];
