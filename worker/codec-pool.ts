@@ -41,12 +41,15 @@ const packed = Buffer.allocUnsafe(zstd.compressBound(slotSize));
 const unpacked = Buffer.allocUnsafe(slotSize);
 const opened = Buffer.allocUnsafe(slotSize);
 const CHUNK = 64 * 1024;
-let sinceGc = 0;
-// Sealing allocates (node:crypto has no update-into); collecting every few MiB keeps that
-// garbage from piling up to V8's 64 MiB external-memory trigger in each thread.
+let garbage = 0;
+// Sealing and opening allocate (node:crypto has no update-into): twice the sealed bytes per
+// block. Collecting every 4 MiB of that keeps it from piling up to V8's 64 MiB external-memory
+// trigger in each thread; counted in bytes, not blocks, because a raw (incompressible) block
+// leaves three times the garbage of a compressed one.
+const GC_EVERY = 4 * 1024 * 1024;
 let collectGarbage;
 try { require('node:v8').setFlagsFromString('--expose-gc'); collectGarbage = require('node:vm').runInNewContext('gc'); } catch { collectGarbage = undefined; }
-function maybeGc() { if (collectGarbage && ++sinceGc >= 16) { sinceGc = 0; collectGarbage({ type: 'minor' }); } }
+function maybeGc(bytes) { garbage += bytes; if (collectGarbage && garbage >= GC_EVERY) { garbage = 0; collectGarbage({ type: 'minor' }); } }
 const CODEC_NONE = 0, CODEC_ZSTD = 1;
 const aadPrefix = Buffer.from('tender-v1:block:', 'utf8');
 const zero = Buffer.alloc(65536);
@@ -119,7 +122,7 @@ parentPort.on('message', (m) => {
       const raw = back && decodePlain(back);
       if (!raw || !raw.equals(data)) throw new Error('self-check failed: the sealed block does not decode to its input');
       parentPort.postMessage({ req: m.req, len, codec: useZstd ? 'zstd' : 'none' });
-      maybeGc();
+      maybeGc(2 * len);
     } else if (m.op === 'decode') {
       const id = Buffer.from(m.id, 'hex');
       const plain = openSealed(input(m.slot, m.len), Buffer.concat([aadPrefix, id]));
@@ -136,7 +139,7 @@ parentPort.on('message', (m) => {
         parentPort.postMessage({ req: m.req, error: 'content does not match its block ID' }); return;
       }
       parentPort.postMessage({ req: m.req, len: raw.length });
-      maybeGc();
+      maybeGc(m.len);
     }
   } catch (e) {
     parentPort.postMessage({ req: m.req, error: String(e && e.message || e) });
