@@ -2,26 +2,19 @@
 // memory, whatever the length; a filesystem that refuses is reported so the
 // caller can fall back to buffered writes.
 
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { DirectIoRefusedError, alignedBuffer, directIoAvailable, openDirect, writeDirect } from '../../shared/local/direct-io.js';
 import { createFolderStore } from '../../shared/local/folder-store.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
-const roots: string[] = [];
-async function freshDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'tender-direct-io-'));
-  roots.push(dir);
-  return dir;
-}
-after(async () => {
-  for (const d of roots) await rm(d, { recursive: true, force: true });
-});
+const freshDir = tempDirs('tender-direct-io-');
 
 describe('direct I/O', { skip: directIoAvailable ? false : 'no O_DIRECT on this platform' }, () => {
   it('writes from page-aligned memory straight through, and the bytes read back exactly', async (t) => {

@@ -1,20 +1,12 @@
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createFolderStore } from '../../shared/local/folder-store.js';
 import { describeObjectStoreContract } from './contract.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
-const roots: string[] = [];
-async function freshDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'tender-folder-store-'));
-  roots.push(dir);
-  return dir;
-}
-after(async () => {
-  for (const d of roots) await rm(d, { recursive: true, force: true });
-});
+const freshDir = tempDirs('tender-folder-store-');
 
 const text = (s: string) => new TextEncoder().encode(s);
 

@@ -3,23 +3,15 @@
 // queue up behind a write into one vectored write without ever waiting for a
 // block that is not coming.
 
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createGroupWriter, createImageSink } from '../../../worker/sources/image-file.js';
+import { tempDirs } from '../../support/temp-dirs.js';
 
-const roots: string[] = [];
-async function freshDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'tender-image-sink-'));
-  roots.push(dir);
-  return dir;
-}
-after(async () => {
-  for (const d of roots) await rm(d, { recursive: true, force: true });
-});
+const freshDir = tempDirs('tender-image-sink-');
 
 const BS = 64 * 1024;
 
