@@ -51,7 +51,6 @@ function du(path: string): number {
 interface Row {
   tool: string;
   phase: string;
-  round?: number;
   seconds: number;
   /** User + system CPU seconds (Tender only: peers.sh reports wall time alone). */
   cpuSeconds?: number;
@@ -146,7 +145,7 @@ function peerRound(): Row[] {
 const all: Row[] = [];
 for (let round = 1; round <= rounds; round++) {
   console.error(`round ${round} of ${rounds}: tender${values['no-peers'] ? '' : `, then ${values.peers}`} …`);
-  for (const r of [...tenderRound(), ...(values['no-peers'] ? [] : peerRound())]) all.push({ ...r, round });
+  all.push(...tenderRound(), ...(values['no-peers'] ? [] : peerRound()));
 }
 /** Per tool and phase: the fastest round's figures, the largest RSS of any round, and ok only if every round was. */
 const rows: Row[] = [];
