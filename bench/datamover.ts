@@ -102,11 +102,18 @@ function readImages(): void {
 const tw = join(work, 'tender');
 const repo = join(tw, 'repo');
 const env = { TENDER_PASSPHRASE: 'benchmark passphrase' };
+// NODE_EXTRA_CA_CERTS makes Node parse that CA bundle before running any code: 25–40 ms per
+// process here, where the sandbox sets it for its HTTPS proxy. A worker machine does not set
+// it, a file: repository makes no TLS connection, and borg and restic never read it, so the
+// worker runs without it (the output says so when it was set).
+const extraCaCerts = process.env.NODE_EXTRA_CA_CERTS;
+const workerEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
+delete workerEnv.NODE_EXTRA_CA_CERTS;
 function timed(phase: string, args: string[]): Row {
   const timeFile = join(tw, `${phase}.time`);
   const r = spawnSync('/usr/bin/time', ['-f', '%e %M %U %S', '-o', timeFile, process.execPath, bundle, ...args, ...(values.threads ? ['--threads', values.threads] : [])], {
     encoding: 'utf8',
-    env: { ...process.env, ...env },
+    env: workerEnv,
     cwd: root,
   });
   const [secs, kib, user, sys] = readFileSync(timeFile, 'utf8').trim().split(/\s+/).map(Number);
@@ -165,7 +172,9 @@ const roundsOf = (tool: string, phase: string) => all.filter((r) => r.tool === t
 // 5. One table, then the ratios against the targets.
 const mbps = (r: Row) => (r.seconds > 0 ? (imageBytes / 1e6 / r.seconds).toFixed(0) : '-');
 console.log(`\nimages: ${(imageBytes / 2 ** 30).toFixed(1)} GiB, ${changed.changed.length} of ${changed.blocks} blocks changed in v2; ${spawnSync('nproc').stdout.toString().trim()} cores\n`);
-console.log(`best of ${rounds} round(s) per tool and phase; every round's seconds at the right\n`);
+console.log(`best of ${rounds} round(s) per tool and phase; every round's seconds at the right`);
+if (extraCaCerts) console.log('tender-worker ran without NODE_EXTRA_CA_CERTS (set here; Node reads that bundle at start-up, a worker machine does not set it)');
+console.log('');
 console.log('tool      phase         seconds   CPU s   MB/s   peak RSS MiB   repo bytes      ok   rounds');
 for (const r of rows) {
   if (r.phase === 'verify') continue;
