@@ -74,7 +74,8 @@ function giveBounce(b: Buffer): void {
   if (bounces.length < 4) bounces.push(b);
 }
 
-async function writeAll(fh: FileHandle, data: Uint8Array, offset: number, length: number, position: number): Promise<void> {
+/** Writes data[offset, offset + length) at `position`, however many writes the kernel takes for it. */
+export async function writeAll(fh: FileHandle, data: Uint8Array, offset: number, length: number, position: number): Promise<void> {
   let done = 0;
   while (done < length) {
     const { bytesWritten } = await fh.write(data, offset + done, length - done, position + done);

@@ -8,11 +8,11 @@
 // at most a `.tender-tmp-*` file, which `list` never reports.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, mkdir, open, opendir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, opendir, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { GetRange, ObjectInfo, ObjectStore } from '../ports/object-store.js';
 import { AccessDeniedError, ConfigError, NotFoundError, TransientError } from '../core/errors.js';
-import { DirectIoRefusedError, openDirect, writeDirect } from './direct-io.js';
+import { DirectIoRefusedError, openDirect, writeAll, writeDirect } from './direct-io.js';
 
 const TMP_MARK = '.tender-tmp-';
 
@@ -106,7 +106,7 @@ export function createFolderStore(dir: string, opts: FolderStoreOptions = {}): O
     }
     const fh = await open(tmp, 'wx');
     try {
-      await writeWhole(fh, data);
+      await writeAll(fh, data, 0, data.byteLength, 0);
       if (fsync) await fh.sync();
     } catch (err) {
       await fh.close().catch(() => undefined);
@@ -232,14 +232,6 @@ export function createFolderStore(dir: string, opts: FolderStoreOptions = {}): O
       }
     },
   };
-}
-
-async function writeWhole(fh: FileHandle, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.byteLength) {
-    const { bytesWritten } = await fh.write(data, off, data.byteLength - off);
-    off += bytesWritten;
-  }
 }
 
 async function* walk(root: string, base: string, prefix: string, location: string): AsyncGenerator<ObjectInfo> {

@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import type { BlockSink, BlockSource, ChangedBlocks } from '../../shared/ports/block-source.js';
 import { NotFoundError, RepositoryError, ValidationError } from '../../shared/core/errors.js';
 import { DEFAULT_BLOCK_SIZE } from '../format.js';
-import { DIRECT_IO_ALIGNMENT, DirectIoRefusedError, openDirect, writeDirect } from '../../shared/local/direct-io.js';
+import { DIRECT_IO_ALIGNMENT, DirectIoRefusedError, openDirect, writeAll, writeDirect } from '../../shared/local/direct-io.js';
 
 // Header: magic, block size (u32), image size (u64), image mtime in ms (f64). The size and
 // mtime tie a map to the image it describes: a map older than its image is never trusted.
@@ -233,11 +233,7 @@ export async function createImageSink(path: string, sizeBytes: number, opts: Ima
         direct = undefined;
       }
     }
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await fh.write(data, done, data.length - done, index * blockSize + done);
-      done += bytesWritten;
-    }
+    await writeAll(fh, data, 0, data.length, index * blockSize);
   };
   /** Consecutive whole blocks in one pwritev; anything the kernel will not take that way goes block by block. */
   const writeRun = async (run: QueuedBlock[]) => {
