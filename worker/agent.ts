@@ -65,7 +65,7 @@ export async function runJob(ref: AgentJobRef): Promise<BackupResult | undefined
   try {
     const secret = await repositorySecretFromKeyRef(job.repository.key);
     const store = await openStoreFromUrl(job.repository.url);
-    const repo = await openOrInitRepository(store, secret);
+    const repo = await openOrInitRepository(store, secret, { incremental: job.disks.some((d) => d.parentSnapshotId) });
     try {
       report(latest, true);
       const result = await backupVm(repo, await backupRequestForJob(job, (d) => openImageSource(d.snapshotId), sources, (p) => report(p)));

@@ -35,6 +35,8 @@ export interface BackupRequest {
   onProgress?: (p: JobProgress) => void;
 }
 
+const ZERO_HEX = ZERO_ID.toString('hex');
+
 /** A source that failed to read: names the disk and block. */
 export class SourceReadError extends TenderError {
   readonly retryable = false;
@@ -156,9 +158,12 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
             // for deletion) are read again from the snapshot: a restore point never inherits a hole.
             const changedSet = new Set(changed.blocks);
             let reread = 0;
+            // One hex string for the whole map: a slice per block instead of a Buffer and a conversion.
+            const hex = map.toString('hex');
             for (let i = 0; i < n; i++) {
-              const id = mapGet(map, i);
-              if (!isZeroId(id) && !changedSet.has(i) && !repo.index.has(id.toString('hex'))) {
+              if (changedSet.has(i)) continue;
+              const id = hex.slice(i * 64, i * 64 + 64);
+              if (id !== ZERO_HEX && !repo.index.has(id)) {
                 changedSet.add(i);
                 reread++;
               }

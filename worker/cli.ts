@@ -209,7 +209,7 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
         const changed = pairs(v.changed, '--changed');
         for (const id of [...parents.keys(), ...changed.keys()]) if (!disks.has(id)) throw new UsageError(`--parent/--changed name disk "${id}", which no --disk gives`);
         for (const id of changed.keys()) if (!parents.has(id)) throw new UsageError(`--changed ${id}=… needs --parent ${id}=… (the snapshot the changes are relative to)`);
-        repo = await openOrInitRepository(store, pass, { threads });
+        repo = await openOrInitRepository(store, pass, { threads, incremental: parents.size > 0 });
         const sources: BlockSource[] = [];
         try {
           const reqDisks = [];

@@ -27,19 +27,24 @@ const { parentPort, workerData } = require('node:worker_threads');
 const crypto = require('node:crypto');
 // The low-level binding compresses into buffers we own: no allocation per block.
 const zstd = require(workerData.zstdBindingPath);
-const encKey = Buffer.from(workerData.encKey);
-const idKey = Buffer.from(workerData.idKey);
-const slotSize = workerData.slotSize;
-const inputs = Buffer.from(workerData.inputs);
-const outputs = Buffer.from(workerData.outputs);
-const cctx = new zstd.CCtx();
-cctx.setParameter(zstd.CParameter.compressionLevel, workerData.level);
-// Parameters only shape compression, never decoding: one this zstd does not know is skipped.
-for (const [name, value] of Object.entries(workerData.params || {})) if (zstd.CParameter[name] !== undefined) cctx.setParameter(zstd.CParameter[name], value);
-const dctx = new zstd.DCtx();
-const packed = Buffer.allocUnsafe(zstd.compressBound(slotSize));
-const unpacked = Buffer.allocUnsafe(slotSize);
-const opened = Buffer.allocUnsafe(slotSize);
+// Keys, codec settings and the shared slots arrive in the first message ('configure'): the
+// thread can start while the repository's key is still being unwrapped.
+let encKey, idKey, slotSize, inputs, outputs, cctx, dctx, packed, unpacked, opened;
+function configure(c) {
+  encKey = Buffer.from(c.encKey);
+  idKey = Buffer.from(c.idKey);
+  slotSize = c.slotSize;
+  inputs = Buffer.from(c.inputs);
+  outputs = Buffer.from(c.outputs);
+  cctx = new zstd.CCtx();
+  cctx.setParameter(zstd.CParameter.compressionLevel, c.level);
+  // Parameters only shape compression, never decoding: one this zstd does not know is skipped.
+  for (const [name, value] of Object.entries(c.params || {})) if (zstd.CParameter[name] !== undefined) cctx.setParameter(zstd.CParameter[name], value);
+  dctx = new zstd.DCtx();
+  packed = Buffer.allocUnsafe(zstd.compressBound(slotSize));
+  unpacked = Buffer.allocUnsafe(slotSize);
+  opened = Buffer.allocUnsafe(slotSize);
+}
 const CHUNK = 64 * 1024;
 let garbage = 0;
 // Sealing and opening allocate (node:crypto has no update-into): twice the sealed bytes per
@@ -100,7 +105,9 @@ function decodePlain(plain) {
 }
 
 parentPort.on('message', (m) => {
+  if (m.op === 'configure') { configure(m); return; }
   try {
+    if (!cctx) throw new Error('codec thread used before it was configured');
     if (m.op === 'hash') {
       const data = input(m.slot, m.len);
       if (isZero(data)) { parentPort.postMessage({ req: m.req, zero: true }); return; }
@@ -162,7 +169,8 @@ interface Pending {
 class Thread {
   readonly pending = new Map<number, Pending>();
   failed?: Error;
-  constructor(readonly worker: Worker) {
+  constructor(readonly worker: Worker, failed?: Error) {
+    this.failed = failed;
     worker.on('message', (m: any) => {
       const p = this.pending.get(m.req);
       if (!p) return;
@@ -189,6 +197,42 @@ export interface Slot {
   readonly output: Buffer;
 }
 
+/**
+ * Codec threads started before their keys and settings are known (while the repository's key
+ * is unwrapped): starting a thread — its isolate, the zstd addon — is then off the critical
+ * path. A CodecPool takes them over; threads no pool took are ended with `terminate`.
+ */
+export class CodecThreads {
+  readonly workers: Worker[];
+  /** A thread that failed or ended before a pool took it over. */
+  readonly failures = new Map<Worker, Error>();
+  private taken = false;
+  constructor(count = availableParallelism()) {
+    const zstdBindingPath = createRequire(import.meta.url).resolve('zstd-napi/binding');
+    this.workers = Array.from({ length: Math.max(1, count) }, () => {
+      const w = new Worker(THREAD_SOURCE, { eval: true, workerData: { zstdBindingPath } });
+      // Idle threads never keep the process alive (see CodecPool.call).
+      w.unref();
+      const early = (e: Error) => {
+        if (!this.failures.has(w)) this.failures.set(w, e);
+      };
+      w.on('error', early);
+      w.on('exit', (code) => early(new Error(`codec thread exited with code ${code}`)));
+      return w;
+    });
+  }
+  take(): Worker[] {
+    if (this.taken) throw new Error('these codec threads already belong to a pool');
+    this.taken = true;
+    return this.workers;
+  }
+  async terminate(): Promise<void> {
+    if (this.taken) return;
+    this.taken = true;
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
+
 export interface CodecPoolOptions {
   encryptionKey: Buffer;
   idKey: Buffer;
@@ -201,6 +245,8 @@ export interface CodecPoolOptions {
   threads?: number;
   /** Slots per thread: blocks in flight (default 6: enough that no thread waits for work). */
   depth?: number;
+  /** Threads already started (their count wins over `threads`). */
+  started?: CodecThreads;
 }
 
 export class CodecPool {
@@ -213,10 +259,9 @@ export class CodecPool {
   readonly slotSize: number;
 
   constructor(opts: CodecPoolOptions) {
-    const require = createRequire(import.meta.url);
-    const zstdBindingPath = require.resolve('zstd-napi/binding');
-    const n = Math.max(1, opts.threads ?? availableParallelism());
-    const count = n * (opts.depth ?? 6);
+    const started = opts.started ?? new CodecThreads(opts.threads);
+    const workers = started.take();
+    const count = workers.length * (opts.depth ?? 6);
     // Room for a block stored raw plus its seal, or a zstd frame that grew a little; a whole
     // number of pages, in page-aligned memory, so every slot starts aligned and a restored
     // block is written from its slot with direct I/O (shared/local/direct-io.ts).
@@ -229,13 +274,9 @@ export class CodecPool {
       output: Buffer.from(outputs, index * this.slotSize, this.slotSize),
     }));
     this.free = [...this.slots];
-    this.threads = Array.from({ length: n }, () => {
-      const w = new Worker(THREAD_SOURCE, {
-        eval: true,
-        workerData: { zstdBindingPath, encKey: opts.encryptionKey, idKey: opts.idKey, level: opts.level ?? 3, params: opts.params, slotSize: this.slotSize, inputs, outputs },
-      });
-      w.unref();
-      return new Thread(w);
+    this.threads = workers.map((w) => {
+      w.postMessage({ op: 'configure', encKey: opts.encryptionKey, idKey: opts.idKey, level: opts.level ?? 3, params: opts.params, slotSize: this.slotSize, inputs, outputs });
+      return new Thread(w, started.failures.get(w));
     });
   }
 

@@ -86,16 +86,10 @@ interface DeletionRecord {
 
 /** Packs marked for deletion by a prune: backups must not dedup against them. */
 export async function readDeletionMarks(repo: Repository): Promise<Array<{ key: string; record: DeletionRecord }>> {
-  const out: Array<{ key: string; record: DeletionRecord }> = [];
-  for await (const o of repo.store.list('deletions/')) {
-    const name = o.key.slice('deletions/'.length);
-    try {
-      out.push({ key: o.key, record: JSON.parse(repo.openObject(o.key, 'deletion', name, await repo.store.get(o.key)).toString('utf8')) });
-    } catch (e) {
-      if (!(e instanceof NotFoundError)) throw e;
-    }
-  }
-  return out;
+  return (await repo.objectsUnder('deletions/')).map(({ key, bytes }) => ({
+    key,
+    record: JSON.parse(repo.openObject(key, 'deletion', key.slice('deletions/'.length), bytes).toString('utf8')) as DeletionRecord,
+  }));
 }
 
 export interface PruneOptions {

@@ -21,7 +21,7 @@ import {
   type Manifest,
   type PackEntry,
 } from './format.js';
-import { CodecPool, type ZstdParams } from './codec-pool.js';
+import { CodecPool, CodecThreads, type ZstdParams } from './codec-pool.js';
 
 export interface RepoConfig {
   version: number;
@@ -37,6 +37,39 @@ export interface RepositoryOptions {
   /** Codec threads (default: every core). */
   threads?: number;
   now?: () => Date;
+  /**
+   * Start the codec threads while the key is unwrapped, and hand them their keys and settings
+   * once the config is read: they are up by the time the first block is (a backup opens with this).
+   */
+  startCodecs?: boolean;
+  /**
+   * Prefixes whose objects are fetched while the key is unwrapped (scrypt, or a KMS call), for
+   * the first read of each to use (`objectsUnder`). `index/` always is.
+   */
+  prefetch?: string[];
+}
+
+/** An object as stored: for metadata, still sealed. */
+export interface StoredObject {
+  key: string;
+  bytes: Uint8Array;
+}
+
+/** Lists a prefix, then reads every object in it (8 at a time); one deleted since the listing is left out. */
+async function fetchObjectsUnder(store: ObjectStore, prefix: string): Promise<StoredObject[]> {
+  const keys: string[] = [];
+  for await (const o of store.list(prefix)) keys.push(o.key);
+  const out: StoredObject[] = [];
+  await mapLimit(keys, 8, async (key) => {
+    try {
+      out.push({ key, bytes: await store.get(key) });
+    } catch (e) {
+      // An index file replaced by a prune since the listing (its packs are in the prune's new
+      // index), a deletion record a prune finished, a restore point forgotten.
+      if (!(e instanceof NotFoundError)) throw e;
+    }
+  });
+  return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
 
 const CODEC_NONE = 0;
@@ -50,6 +83,8 @@ export class Repository {
   /** Index files read by load(), for prune to replace. */
   readonly indexFiles = new Set<string>();
   private pool?: CodecPool;
+  /** Sealed objects fetched while the key was unwrapped, by prefix: each is used once. */
+  private readonly prefetched: Map<string, Promise<StoredObject[]>>;
   readonly now: () => Date;
 
   constructor(
@@ -57,8 +92,11 @@ export class Repository {
     readonly key: MasterKey,
     readonly config: RepoConfig,
     private readonly options: RepositoryOptions = {},
+    prefetched: Map<string, Promise<StoredObject[]>> = new Map(),
+    private startedThreads?: CodecThreads,
   ) {
     this.now = options.now ?? (() => new Date());
+    this.prefetched = prefetched;
   }
 
   get location(): string {
@@ -66,13 +104,18 @@ export class Repository {
   }
 
   codecs(): CodecPool {
-    this.pool ??= new CodecPool({ encryptionKey: this.key.encryption, idKey: this.key.id, blockSize: this.config.blockSize, level: this.config.compression.level, params: this.config.compression.params, threads: this.options.threads });
+    if (!this.pool) {
+      const started = this.startedThreads;
+      this.startedThreads = undefined;
+      this.pool = new CodecPool({ encryptionKey: this.key.encryption, idKey: this.key.id, blockSize: this.config.blockSize, level: this.config.compression.level, params: this.config.compression.params, threads: this.options.threads, started });
+    }
     return this.pool;
   }
 
   async close(): Promise<void> {
-    await this.pool?.close();
+    await Promise.all([this.pool?.close(), this.startedThreads?.terminate()]);
     this.pool = undefined;
+    this.startedThreads = undefined;
   }
 
   /** Compresses, seals and stores a metadata object; its name is bound into the seal. */
@@ -98,24 +141,26 @@ export class Repository {
     }
   }
 
+  /**
+   * Every object under a prefix, as stored (still sealed). The first call for a prefix the
+   * repository fetched while it opened (see `prefetch`) returns that copy; every other call
+   * reads the store again.
+   */
+  objectsUnder(prefix: string): Promise<StoredObject[]> {
+    const fetched = this.prefetched.get(prefix);
+    if (fetched) {
+      this.prefetched.delete(prefix);
+      return fetched;
+    }
+    return fetchObjectsUnder(this.store, prefix);
+  }
+
   /** Every index file, parsed (prune needs every location, not only the first per block). */
   async readIndexFiles(): Promise<Array<{ key: string; file: IndexFile }>> {
-    const keys: string[] = [];
-    for await (const o of this.store.list('index/')) keys.push(o.key);
-    const out: Array<{ key: string; file: IndexFile }> = [];
-    await mapLimit(keys, 8, async (k) => {
-      const name = k.slice('index/'.length);
-      let sealed: Uint8Array;
-      try {
-        sealed = await this.store.get(k);
-      } catch (e) {
-        // Replaced by a prune since the listing: its packs are in the prune's new index.
-        if (e instanceof NotFoundError) return;
-        throw e;
-      }
-      out.push({ key: k, file: JSON.parse(this.openObject(k, 'index', name, sealed).toString('utf8')) as IndexFile });
-    });
-    return out;
+    return (await this.objectsUnder('index/')).map(({ key, bytes }) => ({
+      key,
+      file: JSON.parse(this.openObject(key, 'index', key.slice('index/'.length), bytes).toString('utf8')) as IndexFile,
+    }));
   }
 
   /** Reads every index file into memory. */
@@ -232,6 +277,12 @@ export class Repository {
       if (e instanceof NotFoundError) throw new NotFoundError(`no restore point "${id}" in ${this.location} — list them with \`tender-worker ls\``);
       throw e;
     }
+    return this.openManifest(key, sealed);
+  }
+
+  /** A manifest from its sealed bytes, as stored under `key` (snapshots/<id>). */
+  openManifest(key: string, sealed: Uint8Array): Manifest {
+    const id = key.slice('snapshots/'.length);
     const m = JSON.parse(this.openObject(key, 'snapshot', id, sealed).toString('utf8')) as Manifest;
     if (m.id !== id) throw new CorruptObjectError(key, `names restore point ${m.id}, not ${id}`);
     return m;
@@ -320,6 +371,24 @@ export async function openRepository(store: ObjectStore, secret: RepositorySecre
   if (!(await store.stat('config'))) {
     throw new NotFoundError(`no Tender repository at ${store.location} — check the URL, or create one with \`tender-worker init\` (backup creates it on first use)`);
   }
+  // What every open reads next does not need the key to be fetched: fetch it while the key
+  // unwraps. Nothing fetched is used before the key has opened the config.
+  const prefetched = new Map<string, Promise<StoredObject[]>>();
+  for (const prefix of new Set(['index/', ...(opts.prefetch ?? [])])) {
+    const p = fetchObjectsUnder(store, prefix);
+    p.catch(() => undefined); // a failed open never looks at it; a failed fetch surfaces when read
+    prefetched.set(prefix, p);
+  }
+  const threads = opts.startCodecs ? new CodecThreads(opts.threads) : undefined;
+  try {
+    return await openWithKey(store, secret, opts, prefetched, threads);
+  } catch (e) {
+    await threads?.terminate();
+    throw e;
+  }
+}
+
+async function openWithKey(store: ObjectStore, secret: RepositorySecret, opts: RepositoryOptions, prefetched: Map<string, Promise<StoredObject[]>>, threads: CodecThreads | undefined): Promise<Repository> {
   const keyKeys: string[] = [];
   for await (const o of store.list(KEYS_PREFIX)) keyKeys.push(o.key);
   if (keyKeys.length === 0) throw new RepositoryError(`${store.location} has a config but no keys/: the repository is damaged; restore the keys/ folder from a copy`);
@@ -336,8 +405,14 @@ export async function openRepository(store: ObjectStore, secret: RepositorySecre
     if (!master) continue;
     const config = await readConfig(store, master);
     if (!config) continue; // a key left by an init that lost the race
-    const repo = new Repository(store, master, config, opts);
-    await repo.loadIndex();
+    const repo = new Repository(store, master, config, opts, prefetched, threads);
+    if (threads) repo.codecs();
+    try {
+      await repo.loadIndex();
+    } catch (e) {
+      await repo.close();
+      throw e;
+    }
     return repo;
   }
   if (typeof secret === 'string') {
@@ -356,14 +431,21 @@ async function listPacks(store: ObjectStore): Promise<Array<{ id: string; size: 
   return out;
 }
 
+export interface BackupOpenOptions extends InitOptions {
+  /** The backup looks for parent restore points: they are fetched while the key unwraps too. */
+  incremental?: boolean;
+}
+
 /** Opens the repository a backup writes to, creating it on first use. */
-export async function openOrInitRepository(store: ObjectStore, secret: RepositorySecret, opts: InitOptions = {}): Promise<Repository> {
+export async function openOrInitRepository(store: ObjectStore, secret: RepositorySecret, opts: BackupOpenOptions = {}): Promise<Repository> {
   if (!(await store.stat('config'))) return initRepository(store, secret, opts);
   // The backup's first step lists the packs; doing it while the key is unwrapped (scrypt, or a
   // KMS call) takes it off the critical path. A failed open leaves the listing unused.
   const listing = listPacks(store);
   listing.catch(() => undefined);
-  const repo = await openRepository(store, secret, opts);
+  // Its next reads — deletion marks, and the restore points when it looks for a parent — are
+  // fetched meanwhile too, and its codec threads start then.
+  const repo = await openRepository(store, secret, { ...opts, startCodecs: true, prefetch: ['deletions/', ...(opts.incremental ? ['snapshots/'] : []), ...(opts.prefetch ?? [])] });
   repo.packListing = listing;
   return repo;
 }

@@ -33,11 +33,7 @@ export function summarize(m: Manifest): RestorePointSummary {
 }
 
 export async function readAllManifests(repo: Repository): Promise<Manifest[]> {
-  const ids = await repo.listManifestIds();
-  const out: Manifest[] = [];
-  await mapLimit(ids, 8, async (id) => {
-    out.push(await repo.readManifest(id));
-  });
+  const out = (await repo.objectsUnder('snapshots/')).map(({ key, bytes }) => repo.openManifest(key, bytes));
   return out.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
 }
 

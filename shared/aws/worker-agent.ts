@@ -38,7 +38,7 @@ export interface AgentDeps {
 
 async function defaultBackup(store: ObjectStore, secret: RepositorySecret, req: Parameters<typeof import('../../worker/backup.js').backupVm>[1]): Promise<BackupResult> {
   const [{ openOrInitRepository }, { backupVm }] = await Promise.all([import('../../worker/repository.js'), import('../../worker/backup.js')]);
-  const repo = await openOrInitRepository(store, secret);
+  const repo = await openOrInitRepository(store, secret, { incremental: req.disks.some((d) => d.parentSnapshotRef) });
   try {
     return await backupVm(repo, req);
   } finally {

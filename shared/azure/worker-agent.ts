@@ -128,7 +128,7 @@ export async function runAzureAgent(opts: AzureAgentOptions): Promise<BackupResu
         progress,
       );
       const store = await openStore(job.repository.url);
-      const repo = await openOrInitRepository(store, await passphrase(job.repository.key));
+      const repo = await openOrInitRepository(store, await passphrase(job.repository.key), { incremental: req.disks.some((d) => d.parentSnapshotRef) });
       let result: BackupResult;
       try {
         void send({ type: 'progress', workerId: opts.workerId, at: clock.now().toISOString(), jobId: job.jobId, progress: latest });

@@ -9,10 +9,10 @@ import { mkdtemp, rm, writeFile, readFile, readdir, open as openFile } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { initRepository, openOrInitRepository, openRepository, type Repository } from '../../worker/repository.js';
+import { addKey, initRepository, openOrInitRepository, openRepository, type Repository } from '../../worker/repository.js';
 import { backupVm } from '../../worker/backup.js';
 import { restoreDisk } from '../../worker/restore.js';
-import { forgetRestorePoints, listRestorePoints } from '../../worker/restore-points.js';
+import { forgetRestorePoints, listRestorePoints, readAllManifests } from '../../worker/restore-points.js';
 import { verifyRepository } from '../../worker/verify.js';
 import { pruneRepository, acquireExclusiveLock } from '../../worker/prune.js';
 import { createImageSink, openImageSource, writeBlockDigestMap } from '../../worker/sources/image-file.js';
@@ -615,6 +615,84 @@ test('a repository made with a bare zstd level (before tuned parameters existed)
       assert.equal(sha(await restoreToBuffer(repo, r.restorePointId, 'root', dir)), sha(image));
       await repo.close();
     }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** Records every call made on a store, as "method key" (for list, the prefix). */
+function recordingStore(inner: ObjectStore, calls: string[]): ObjectStore {
+  return {
+    location: inner.location,
+    put: (k, b) => (calls.push(`put ${k}`), inner.put(k, b)),
+    putIfAbsent: (k, b) => (calls.push(`putIfAbsent ${k}`), inner.putIfAbsent(k, b)),
+    get: (k, r) => (calls.push(`get ${k}`), inner.get(k, r)),
+    stat: (k) => (calls.push(`stat ${k}`), inner.stat(k)),
+    delete: (k) => (calls.push(`delete ${k}`), inner.delete(k)),
+    list: (p) => (calls.push(`list ${p}`), inner.list(p)),
+  };
+}
+
+test('a backup fetches what it reads first while its key unwraps, and still sees marks a prune makes while it runs', async () => {
+  const dir = await tempDir();
+  try {
+    const time = { now: new Date('2026-01-01T00:00:00Z') };
+    const clock = () => time.now;
+    const inner = createMemoryStore(clock);
+    const setup = await initRepository(inner, PASS, { ...FAST, now: clock });
+    await writeFile(join(dir, 'a.img'), makeImage(16, 21));
+    await writeFile(join(dir, 'b.img'), makeImage(16, 22));
+    await backupImage(setup, join(dir, 'b.img'), { vmId: 'vm-b' });
+    const forgotten = await backupImage(setup, join(dir, 'a.img'));
+    await forgetRestorePoints(setup, [forgotten.restorePointId]); // its packs: unreferenced, not marked yet
+    // A cloud key whose unwrap takes a while, as a KMS call does; it notes what the store had been asked by then.
+    let askedBeforeKey: string[] = [];
+    const calls: string[] = [];
+    const kms = {
+      provider: 'aws-kms' as const,
+      keyId: 'arn:aws:kms:eu-west-1:111122223333:key/test',
+      wrap: async (master: Buffer) => master.toString('base64'),
+      unwrap: async (wrapped: string) => {
+        await new Promise((r) => setTimeout(r, 50));
+        askedBeforeKey = [...calls];
+        return Buffer.from(wrapped, 'base64');
+      },
+    };
+    await addKey(setup, kms);
+    await setup.close();
+    time.now = new Date(time.now.getTime() + 2 * 86400_000);
+
+    const repo = await openOrInitRepository(recordingStore(inner, calls), kms, { ...FAST, now: clock, incremental: true });
+    for (const prefix of ['index/', 'deletions/', 'snapshots/']) assert.ok(askedBeforeKey.includes(`list ${prefix}`), `${prefix} is listed while the key unwraps`);
+    assert.ok(askedBeforeKey.some((c) => c.startsWith('get index/')), 'index files are read while the key unwraps');
+    assert.ok(askedBeforeKey.some((c) => c.startsWith('get snapshots/')), 'restore points are read while the key unwraps');
+    calls.length = 0;
+    assert.equal((await readAllManifests(repo)).length, 1);
+    assert.deepEqual(calls, [], 'the restore points fetched during the open are used, not read again');
+
+    // A prune marks the forgotten restore point's packs while the backup runs; the backup
+    // deduplicated against them, so it must not write a restore point naming them.
+    const source = await openImageSource(join(dir, 'a.img'), { blockSize: BS });
+    let pruned = false;
+    const pruning: typeof source = {
+      ...source,
+      readBlockInto: async (i, target) => {
+        if (!pruned) {
+          pruned = true;
+          const other = await openRepository(inner, PASS, { ...FAST, now: clock });
+          assert.ok((await pruneRepository(other)).packsMarked > 0);
+          await other.close();
+        }
+        return source.readBlockInto!(i, target);
+      },
+    };
+    await assert.rejects(
+      backupVm(repo, { runId: 'r', policy: 'test', vm: { vmId: 'vm-1', name: 'vm one', tags: {} }, tags: {}, snapshotSetId: 's', disks: [{ diskId: 'root', source: pruning }] }),
+      /a prune marked packs this backup refers to while it ran/,
+    );
+    await source.close();
+    assert.equal((await listRestorePoints(repo)).length, 1, 'no restore point was written');
+    await repo.close();
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
