@@ -107,11 +107,15 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   const pool = repo.codecs();
   // Independent reads, at once: packs no index names yet, deletion marks, and the manifests
   // (only when there is a parent to look for).
-  const [, marks, manifests] = await Promise.all([
+  const firstReads = Promise.all([
     repo.adoptUnindexedPacks(),
     readDeletionMarks(repo),
     req.disks.some((d) => d.parentSnapshotRef) ? readAllManifests(repo) : Promise.resolve([]),
   ]);
+  // Those reads took what the open fetched for them; whatever else it fetched is dropped, so no
+  // later read on this repository (the check before the manifest, another run) sees an old copy.
+  repo.forgetPrefetched();
+  const [, marks, manifests] = await firstReads;
   // Blocks in packs a prune has marked for deletion are stored again, never referenced.
   repo.avoidPacks(marks.flatMap((m) => m.record.packs));
 
@@ -158,11 +162,10 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
             // for deletion) are read again from the snapshot: a restore point never inherits a hole.
             const changedSet = new Set(changed.blocks);
             let reread = 0;
-            // One hex string for the whole map: a slice per block instead of a Buffer and a conversion.
-            const hex = map.toString('hex');
             for (let i = 0; i < n; i++) {
               if (changedSet.has(i)) continue;
-              const id = hex.slice(i * 64, i * 64 + 64);
+              // Block by block: the map of a large disk is longer than the longest string V8 makes.
+              const id = map.toString('hex', i * 32, i * 32 + 32);
               if (id !== ZERO_HEX && !repo.index.has(id)) {
                 changedSet.add(i);
                 reread++;

@@ -259,15 +259,18 @@ export class CodecPool {
   readonly slotSize: number;
 
   constructor(opts: CodecPoolOptions) {
-    const started = opts.started ?? new CodecThreads(opts.threads);
-    const workers = started.take();
-    const count = workers.length * (opts.depth ?? 6);
+    const n = opts.started ? opts.started.workers.length : Math.max(1, opts.threads ?? availableParallelism());
+    const count = n * (opts.depth ?? 6);
     // Room for a block stored raw plus its seal, or a zstd frame that grew a little; a whole
     // number of pages, in page-aligned memory, so every slot starts aligned and a restored
     // block is written from its slot with direct I/O (shared/local/direct-io.ts).
     this.slotSize = Math.ceil((opts.blockSize + 4096) / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT;
     const inputs = alignedSharedMemory(count * this.slotSize);
     const outputs = alignedSharedMemory(count * this.slotSize);
+    // Threads are taken only once the memory is there: a pool that could not be made leaves
+    // started threads to whoever started them (Repository.close ends them).
+    const started = opts.started ?? new CodecThreads(n);
+    const workers = started.take();
     this.slots = Array.from({ length: count }, (_, index) => ({
       index,
       input: Buffer.from(inputs, index * this.slotSize, this.slotSize),

@@ -105,9 +105,8 @@ export class Repository {
 
   codecs(): CodecPool {
     if (!this.pool) {
-      const started = this.startedThreads;
+      this.pool = new CodecPool({ encryptionKey: this.key.encryption, idKey: this.key.id, blockSize: this.config.blockSize, level: this.config.compression.level, params: this.config.compression.params, threads: this.options.threads, started: this.startedThreads });
       this.startedThreads = undefined;
-      this.pool = new CodecPool({ encryptionKey: this.key.encryption, idKey: this.key.id, blockSize: this.config.blockSize, level: this.config.compression.level, params: this.config.compression.params, threads: this.options.threads, started });
     }
     return this.pool;
   }
@@ -155,6 +154,11 @@ export class Repository {
     return fetchObjectsUnder(this.store, prefix);
   }
 
+  /** Drops what the open fetched and nobody read: from now on every read goes to the store. */
+  forgetPrefetched(): void {
+    this.prefetched.clear();
+  }
+
   /** Every index file, parsed (prune needs every location, not only the first per block). */
   async readIndexFiles(): Promise<Array<{ key: string; file: IndexFile }>> {
     return (await this.objectsUnder('index/')).map(({ key, bytes }) => ({
@@ -187,9 +191,10 @@ export class Repository {
 
   /**
    * The pack listing adoptUnindexedPacks uses, when it was started before the repository
-   * opened (openOrInitRepository). Listed before the index was read, it can only miss packs
-   * written since, which are some running writer's to index, or name as gone packs that
-   * were indexed since, which this run then merely does not dedup against.
+   * opened (openOrInitRepository), alongside the fetch of the index files; either may come
+   * first. Packs written after the index was listed are adopted from their own headers (a pack
+   * indexed meanwhile is then indexed twice, which is harmless), and a pack indexed after the
+   * pack listing looks gone, so this run merely does not dedup against it.
    */
   packListing?: Promise<Array<{ id: string; size: number }>>;
 

@@ -697,3 +697,22 @@ test('a backup fetches what it reads first while its key unwraps, and still sees
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('what an open fetched and its backup did not read is dropped: later reads see restore points written since', async () => {
+  const dir = await tempDir();
+  try {
+    const store = createMemoryStore();
+    const setup = await initRepository(store, PASS, FAST);
+    await writeFile(join(dir, 'a.img'), makeImage(8, 31));
+    await backupImage(setup, join(dir, 'a.img'), { vmId: 'vm-a' });
+    // Opened for an incremental (restore points fetched as it opens), but the run finds no parent to read.
+    const repo = await openOrInitRepository(store, PASS, { ...FAST, incremental: true });
+    await backupImage(repo, join(dir, 'a.img'), { vmId: 'vm-b' });
+    await backupImage(setup, join(dir, 'a.img'), { vmId: 'vm-c' }); // another writer, meanwhile
+    assert.deepEqual((await listRestorePoints(repo)).map((p) => p.vmId).sort(), ['vm-a', 'vm-b', 'vm-c']);
+    await repo.close();
+    await setup.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
