@@ -75,6 +75,13 @@ async function fetchObjectsUnder(store: ObjectStore, prefix: string): Promise<St
 const CODEC_NONE = 0;
 const CODEC_ZSTD = 1;
 
+/**
+ * Blocks one index file names at most (about 9 MiB of JSON; 50 GiB of unique 512 KiB blocks).
+ * Index files are JSON read whole: one for every block of a multi-TiB repository — what prune
+ * would otherwise write — is longer than the longest string V8 can make or parse.
+ */
+export const INDEX_FILE_MAX_BLOBS = 100_000;
+
 export class Repository {
   /** Block ID (hex) → where it is stored. */
   readonly index = new Map<string, BlobLocation>();
@@ -213,13 +220,32 @@ export class Repository {
     }
   }
 
-  /** Writes an index file naming these packs. Returns its key. */
-  async writeIndex(packs: Array<{ id: string; size: number; entries: PackEntry[] }>): Promise<string> {
-    const name = randomBytes(16).toString('hex');
-    const key = `index/${name}`;
-    const body = Buffer.from(JSON.stringify(indexFileFor(packs)), 'utf8');
-    await this.store.put(key, this.sealObject('index', name, body));
-    return key;
+  /**
+   * Writes index files naming these packs: one, or several when the packs hold more than
+   * `maxBlobs` blocks between them (a pack is never split across files). Returns their keys.
+   */
+  async writeIndex(packs: Array<{ id: string; size: number; entries: PackEntry[] }>, maxBlobs = INDEX_FILE_MAX_BLOBS): Promise<string[]> {
+    const files: Array<typeof packs> = [];
+    let blobs = 0;
+    for (const p of packs) {
+      const last = files.at(-1);
+      if (last && blobs + p.entries.length <= maxBlobs) {
+        last.push(p);
+        blobs += p.entries.length;
+      } else {
+        files.push([p]);
+        blobs = p.entries.length;
+      }
+    }
+    const keys: string[] = [];
+    await mapLimit(files, 8, async (file) => {
+      const name = randomBytes(16).toString('hex');
+      const key = `index/${name}`;
+      const body = Buffer.from(JSON.stringify(indexFileFor(file)), 'utf8');
+      await this.store.put(key, this.sealObject('index', name, body));
+      keys.push(key);
+    });
+    return keys;
   }
 
   /** Reads a pack's header straight from the pack (for packs no index names yet). */

@@ -716,3 +716,38 @@ test('what an open fetched and its backup did not read is dropped: later reads s
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('index files name a bounded number of blocks: a large index is split over several files and every block is still found', async () => {
+  const dir = await tempDir();
+  try {
+    const store = createMemoryStore();
+    const repo = await initRepository(store, PASS, FAST);
+    const image = makeImage(64, 41);
+    await writeFile(join(dir, 'a.img'), image);
+    const r = await backupImage(repo, join(dir, 'a.img'));
+    const packs = (await repo.readIndexFiles()).flatMap(({ file }) => file.packs);
+    const blocks = packs.reduce((n, p) => n + p.blobs.length, 0);
+    assert.ok(packs.length >= 3, `${packs.length} packs`);
+
+    // Rewrite the index as prune does, with files of at most 5 blocks (the default is 100,000).
+    for (const k of [...store.objects.keys()].filter((k) => k.startsWith('index/'))) store.objects.delete(k);
+    const keys = await repo.writeIndex(
+      packs.map((p) => ({ id: p.id, size: p.size, entries: p.blobs.map(([id, offset, length, rawLength]) => ({ id: Buffer.from(id, 'hex'), offset, length, rawLength })) })),
+      5,
+    );
+    assert.ok(keys.length >= 2, `${blocks} blocks in ${keys.length} index files`);
+    const reopened = await openRepository(store, PASS, FAST);
+    const files = await reopened.readIndexFiles();
+    assert.equal(files.length, keys.length);
+    // A pack is never split: a file holds more than 5 blocks only when it is one pack.
+    for (const { file } of files) assert.ok(file.packs.length === 1 || file.packs.reduce((n, p) => n + p.blobs.length, 0) <= 5);
+    assert.equal(files.reduce((n, { file }) => n + file.packs.length, 0), packs.length, 'every pack is in exactly one file');
+    assert.equal(reopened.index.size, repo.index.size, 'every block is found again');
+    assert.equal((await verifyRepository(reopened)).ok, true);
+    assert.equal(sha(await restoreToBuffer(reopened, r.restorePointId, 'root', dir)), sha(image));
+    await reopened.close();
+    await repo.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
