@@ -35,7 +35,6 @@ export interface BackupRequest {
   onProgress?: (p: JobProgress) => void;
 }
 
-const ZERO_HEX = ZERO_ID.toString('hex');
 
 /** A source that failed to read: names the disk and block. */
 export class SourceReadError extends TenderError {
@@ -164,9 +163,8 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
             let reread = 0;
             for (let i = 0; i < n; i++) {
               if (changedSet.has(i)) continue;
-              // Block by block: the map of a large disk is longer than the longest string V8 makes.
-              const id = map.toString('hex', i * 32, i * 32 + 32);
-              if (id !== ZERO_HEX && !repo.index.has(id)) {
+              const id = map.subarray(i * 32, i * 32 + 32);
+              if (!isZeroId(id) && !repo.index.has(id)) {
                 changedSet.add(i);
                 reread++;
               }

@@ -17,8 +17,12 @@
 import { randomBytes } from 'node:crypto';
 import { LockedError, NotFoundError } from '../shared/core/errors.js';
 import { mapLimit, type Repository } from './repository.js';
-import { blockCount, isZeroId, mapGet, packIdFromKey, packKey, type PackEntry } from './format.js';
+import { blockCount, isZeroId, mapGet, packIdFromKey, packKey, type BlobLocation, type IndexFile } from './format.js';
+import { BlockIndex } from './block-index.js';
 import { readAllManifests } from './restore-points.js';
+
+/** The location prune's set of referenced blocks gives each (it needs only their IDs). */
+const REFERENCED: BlobLocation = { pack: '', offset: 0, length: 0, rawLength: 0 };
 
 export const DEFAULT_SAFETY_MARGIN_MS = 24 * 3600 * 1000;
 const LOCK_KEY = 'locks/exclusive';
@@ -116,18 +120,14 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
     const now = repo.now().getTime();
     const indexFiles = await repo.readIndexFiles();
     const oldIndexFiles = indexFiles.map((f) => f.key);
-    /** Every indexed pack with every blob any index file gives it. */
-    const indexed = new Map<string, { id: string; size: number; entries: PackEntry[] }>();
-    for (const { file } of indexFiles) {
-      for (const p of file.packs) {
-        if (indexed.has(p.id)) continue;
-        indexed.set(p.id, { id: p.id, size: p.size, entries: p.blobs.map(([id, offset, length, rawLength]) => ({ id: Buffer.from(id, 'hex'), offset, length, rawLength })) });
-      }
-    }
+    /** Every indexed pack, as the first index file naming it gives it (kept as parsed: the rewrite writes it back). */
+    const indexed = new Map<string, IndexFile['packs'][number]>();
+    for (const { file } of indexFiles) for (const p of file.packs) if (!indexed.has(p.id)) indexed.set(p.id, p);
 
     // What the restore points reference, read after the lock: a backup finishing now writes its manifest
-    // after its packs, and its packs are younger than the margin.
-    const referenced = new Set<string>();
+    // after its packs, and its packs are younger than the margin. A set of IDs in compact memory
+    // (block-index.ts): every block of a large repository is referenced.
+    const referenced = new BlockIndex();
     const referencedMaps = new Set<string>();
     for (const m of await readAllManifests(repo)) {
       for (const d of m.disks) {
@@ -135,7 +135,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
         const map = await repo.readBlockMap(d.map, blockCount(d.sizeBytes, d.blockSize));
         for (let i = 0; i < map.length / 32; i++) {
           const id = mapGet(map, i);
-          if (!isZeroId(id)) referenced.add(id.toString('hex'));
+          if (!isZeroId(id)) referenced.add(id, REFERENCED);
         }
       }
     }
@@ -147,7 +147,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
     }
     // A pack is live when any block in it is referenced, wherever else that block is stored too.
     const live = new Set<string>();
-    for (const p of indexed.values()) if (p.entries.some((e) => referenced.has(e.id.toString('hex')))) live.add(p.id);
+    for (const p of indexed.values()) if (p.blobs.some(([id]) => referenced.has(id))) live.add(p.id);
     const old = (pack: string) => {
       const s = stored.get(pack);
       return s !== undefined && now - s.modified >= margin;
@@ -193,7 +193,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
       await lock.check();
       // The new index first, without the doomed or missing packs; then the packs; then the old index files.
       const keep = [...indexed.values()].filter((p) => !toDelete.has(p.id) && stored.has(p.id));
-      await repo.writeIndex(keep);
+      await repo.writeIndexPacks(keep);
       await mapLimit([...toDelete], 8, async (p) => repo.store.delete(packKey(p)));
       await lock.check();
       await mapLimit(oldIndexFiles, 8, async (k) => repo.store.delete(k));

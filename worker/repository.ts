@@ -16,12 +16,12 @@ import {
   packIdFromKey,
   packKey,
   parsePackHeader,
-  type BlobLocation,
   type IndexFile,
   type Manifest,
   type PackEntry,
 } from './format.js';
 import { CodecPool, CodecThreads, type ZstdParams } from './codec-pool.js';
+import { BlockIndex } from './block-index.js';
 
 export interface RepoConfig {
   version: number;
@@ -83,8 +83,8 @@ const CODEC_ZSTD = 1;
 export const INDEX_FILE_MAX_BLOBS = 100_000;
 
 export class Repository {
-  /** Block ID (hex) → where it is stored. */
-  readonly index = new Map<string, BlobLocation>();
+  /** Block ID → where it is stored (see block-index.ts: about 55 bytes a distinct block). */
+  readonly index = new BlockIndex();
   /** Packs some index file names. */
   readonly indexedPacks = new Map<string, number>();
   /** Index files read by load(), for prune to replace. */
@@ -168,19 +168,23 @@ export class Repository {
 
   /** Every index file, parsed (prune needs every location, not only the first per block). */
   async readIndexFiles(): Promise<Array<{ key: string; file: IndexFile }>> {
-    return (await this.objectsUnder('index/')).map(({ key, bytes }) => ({
-      key,
-      file: JSON.parse(this.openObject(key, 'index', key.slice('index/'.length), bytes).toString('utf8')) as IndexFile,
-    }));
+    return (await this.objectsUnder('index/')).map(({ key, bytes }) => ({ key, file: this.parseIndexFile(key, bytes) }));
   }
 
-  /** Reads every index file into memory. */
+  private parseIndexFile(key: string, sealed: Uint8Array): IndexFile {
+    return JSON.parse(this.openObject(key, 'index', key.slice('index/'.length), sealed).toString('utf8')) as IndexFile;
+  }
+
+  /** Reads every index file into memory: one parsed at a time, so only the compact index grows. */
   async loadIndex(): Promise<void> {
     this.index.clear();
     this.indexedPacks.clear();
     this.indexFiles.clear();
-    for (const { key, file } of await this.readIndexFiles()) {
-      this.addIndexFile(file);
+    const objects: Array<StoredObject | undefined> = await this.objectsUnder('index/');
+    for (let i = 0; i < objects.length; i++) {
+      const { key, bytes } = objects[i]!;
+      objects[i] = undefined;
+      this.addIndexFile(this.parseIndexFile(key, bytes));
       this.indexFiles.add(key);
     }
   }
@@ -190,7 +194,7 @@ export class Repository {
     const avoid = new Set(packs);
     if (!avoid.size) return;
     for (const p of avoid) this.avoided.add(p);
-    for (const [hex, loc] of this.index) if (avoid.has(loc.pack)) this.index.delete(hex);
+    this.index.deletePacks(avoid);
   }
 
   /** Packs this process will not refer to (marked for deletion, or gone). */
@@ -208,40 +212,42 @@ export class Repository {
   addIndexFile(file: IndexFile): void {
     for (const p of file.packs) {
       this.indexedPacks.set(p.id, p.size);
-      for (const [id, offset, length, rawLength] of p.blobs) if (!this.index.has(id)) this.index.set(id, { pack: p.id, offset, length, rawLength });
+      for (const [id, offset, length, rawLength] of p.blobs) this.index.add(id, { pack: p.id, offset, length, rawLength });
     }
   }
 
   addPack(id: string, size: number, entries: PackEntry[]): void {
     this.indexedPacks.set(id, size);
-    for (const e of entries) {
-      const hex = e.id.toString('hex');
-      if (!this.index.has(hex)) this.index.set(hex, { pack: id, offset: e.offset, length: e.length, rawLength: e.rawLength });
-    }
+    for (const e of entries) this.index.add(e.id, { pack: id, offset: e.offset, length: e.length, rawLength: e.rawLength });
   }
 
   /**
    * Writes index files naming these packs: one, or several when the packs hold more than
    * `maxBlobs` blocks between them (a pack is never split across files). Returns their keys.
    */
-  async writeIndex(packs: Array<{ id: string; size: number; entries: PackEntry[] }>, maxBlobs = INDEX_FILE_MAX_BLOBS): Promise<string[]> {
-    const files: Array<typeof packs> = [];
+  writeIndex(packs: Array<{ id: string; size: number; entries: PackEntry[] }>, maxBlobs = INDEX_FILE_MAX_BLOBS): Promise<string[]> {
+    return this.writeIndexPacks(indexFileFor(packs).packs, maxBlobs);
+  }
+
+  /** `writeIndex` for packs as index files name them (prune rewrites what it read). */
+  async writeIndexPacks(packs: IndexFile['packs'], maxBlobs = INDEX_FILE_MAX_BLOBS): Promise<string[]> {
+    const files: Array<IndexFile['packs']> = [];
     let blobs = 0;
     for (const p of packs) {
       const last = files.at(-1);
-      if (last && blobs + p.entries.length <= maxBlobs) {
+      if (last && blobs + p.blobs.length <= maxBlobs) {
         last.push(p);
-        blobs += p.entries.length;
+        blobs += p.blobs.length;
       } else {
         files.push([p]);
-        blobs = p.entries.length;
+        blobs = p.blobs.length;
       }
     }
     const keys: string[] = [];
     await mapLimit(files, 8, async (file) => {
       const name = randomBytes(16).toString('hex');
       const key = `index/${name}`;
-      const body = Buffer.from(JSON.stringify(indexFileFor(file)), 'utf8');
+      const body = Buffer.from(JSON.stringify({ version: 1, packs: file } satisfies IndexFile), 'utf8');
       await this.store.put(key, this.sealObject('index', name, body));
       keys.push(key);
     });

@@ -60,7 +60,7 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
         let missing = 0;
         for (let i = 0; i < n; i++) {
           const id = mapGet(map, i);
-          if (!isZeroId(id) && !repo.index.has(id.toString('hex'))) missing++;
+          if (!isZeroId(id) && !repo.index.has(id)) missing++;
         }
         if (missing) problems.push({ object: d.map.key, message: `restore point ${m.id} disk ${d.diskId}: ${missing} block(s) are in no index` });
       } catch (e) {

@@ -647,10 +647,7 @@ test('index files name a bounded number of blocks: a large index is split over s
 
   // Rewrite the index as prune does, with files of at most 5 blocks (the default is 100,000).
   for (const k of [...store.objects.keys()].filter((k) => k.startsWith('index/'))) store.objects.delete(k);
-  const keys = await repo.writeIndex(
-    packs.map((p) => ({ id: p.id, size: p.size, entries: p.blobs.map(([id, offset, length, rawLength]) => ({ id: Buffer.from(id, 'hex'), offset, length, rawLength })) })),
-    5,
-  );
+  const keys = await repo.writeIndexPacks(packs, 5);
   assert.ok(keys.length >= 2, `${blocks} blocks in ${keys.length} index files`);
   const reopened = await openRepository(store, PASS, FAST);
   const files = await reopened.readIndexFiles();
