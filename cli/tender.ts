@@ -13,6 +13,7 @@ import { formatBytes } from '../shared/local/progress-view.js';
 import { openStoreFromUrl } from '../worker/store-from-url.js';
 import { openRepository } from '../worker/repository.js';
 import { repositorySecretFromKeyRef } from '../worker/keys.js';
+import type { RepositorySecret } from '../worker/crypto.js';
 import { listRestorePoints, type RestorePointSummary } from '../worker/restore-points.js';
 import { restoreDisk, sha256OfFile } from '../worker/restore.js';
 import { createImageSink } from '../worker/sources/image-file.js';
@@ -81,9 +82,30 @@ function configPath(values: { config?: string }, io: TenderIo): string {
   return resolve(io.cwd, values.config ?? io.env.TENDER_CONFIG ?? 'tender.config.yaml');
 }
 
-async function openPolicyRepository(policy: Policy) {
+async function openPolicyRepository(policy: Policy, env: NodeJS.ProcessEnv) {
   const store = await openStoreFromUrl(policy.repository.url);
-  return openRepository(store, await repositorySecretFromKeyRef(policy.repository.key), { threads: 2 });
+  return openRepository(store, await policyRepositorySecret(policy, env), { threads: 2 });
+}
+
+/**
+ * What opens a policy's repository here, read the way its pipeline reads it: on AWS a passphrase
+ * in SSM / Secrets Manager (kmsKeyId + passphraseSecretArn) or the KMS key alone; on Azure a Key
+ * Vault secret (keyVaultKeyId + passphraseSecretId) or the Key Vault key alone.
+ */
+async function policyRepositorySecret(policy: Policy, env: NodeJS.ProcessEnv): Promise<RepositorySecret> {
+  const ref = policy.repository.key;
+  if (policy.provider === 'aws') {
+    const [{ resolveAwsRepositorySecret }, { SSMClient }] = await Promise.all([import('../shared/aws/repository-key.js'), import('@aws-sdk/client-ssm')]);
+    // The parameter's own region (from its ARN), else the SDK's (AWS_REGION, the profile).
+    const region = 'passphraseSecretArn' in ref ? /^arn:[^:]+:(?:ssm|secretsmanager):([^:]+):/.exec(ref.passphraseSecretArn ?? '')?.[1] : undefined;
+    let ssm: InstanceType<typeof SSMClient> | undefined;
+    return resolveAwsRepositorySecret(ref, { ssm: () => (ssm ??= new SSMClient(region ? { region } : {})), env });
+  }
+  if (policy.provider === 'azure') {
+    const { repositorySecretFromAzureKeyRef } = await import('../shared/azure/key-vault.js');
+    return repositorySecretFromAzureKeyRef(ref, { env });
+  }
+  return repositorySecretFromKeyRef(ref, env);
 }
 
 async function backupCommand(argv: string[], io: TenderIo): Promise<number> {
@@ -148,7 +170,7 @@ async function restorePointsCommand(argv: string[], io: TenderIo): Promise<numbe
     seen.add(p.repository.url);
     let repo;
     try {
-      repo = await openPolicyRepository(p);
+      repo = await openPolicyRepository(p, io.env);
     } catch (e) {
       if (toError(e).name === 'NotFoundError') continue;
       throw e;
@@ -184,7 +206,7 @@ async function restoreCommand(argv: string[], io: TenderIo): Promise<number> {
   for (const k of ['policy', 'restore-point', 'disk', 'to'] as const) if (!values[k]) throw new ValidationError(`--${k} is required (see tender restore --help)`);
   const loaded: LoadedConfig = await loadConfig(configPath(values, io));
   const policy = findPolicy(loaded.config, values.policy!);
-  const repo = await openPolicyRepository(policy);
+  const repo = await openPolicyRepository(policy, io.env);
   try {
     const manifest = await repo.readManifest(values['restore-point']!);
     const disk = manifest.disks.find((d) => d.diskId === values.disk);

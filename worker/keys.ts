@@ -14,6 +14,10 @@ import { createAwsKmsWrapper, createKeyVaultWrapper } from './key-wrappers.js';
  * (kmsKeyId: AWS KMS; keyVaultKeyId: Azure Key Vault, with the worker's managed identity).
  */
 export async function repositorySecretFromKeyRef(ref: KeyRef, env: NodeJS.ProcessEnv = process.env): Promise<RepositorySecret> {
+  // A passphrase kept in SSM / Secrets Manager or Key Vault is the cloud side's to read
+  // (shared/aws/repository-key.ts, shared/azure/key-vault.ts): opening with the key alone would fail.
+  if ('kmsKeyId' in ref && ref.passphraseSecretArn) throw new ConfigError(`repository.key keeps the passphrase in ${ref.passphraseSecretArn}: only an aws policy's repository reads it — set the policy's provider to aws`);
+  if ('keyVaultKeyId' in ref && ref.passphraseSecretId) throw new ConfigError(`repository.key keeps the passphrase in Key Vault secret ${ref.passphraseSecretId}: only an azure policy's repository reads it — set the policy's provider to azure`);
   if ('kmsKeyId' in ref) return createAwsKmsWrapper({ keyId: ref.kmsKeyId });
   if ('keyVaultKeyId' in ref) {
     const { DefaultAzureCredential } = await import('@azure/identity');
