@@ -14,10 +14,11 @@
 //   the newest status in jobs/<jobId>.json, and reports a worker silent for
 //   longer than the heartbeat timeout — or whose instance is gone — as failed
 //   with WorkerFailedError.
-// - revokeAccess: deletes the staged objects (the presigned bundle URL then
-//   answers 404/403 before it even expires), deletes the queue pair, and takes
-//   the tender:reader grants off the snapshots; then the worker's credentials
-//   can no longer fetch the bundle, read a snapshot, or talk to the pipeline.
+// - revokeAccess: takes the tender:reader grants off the snapshots, deletes the
+//   staged objects (the presigned bundle URL then answers 404/403 before it
+//   even expires) and deletes the queue pair — each tried even when another
+//   fails; then the worker's credentials can no longer read a snapshot, fetch
+//   the bundle, or talk to the pipeline.
 
 import {
   DeleteMessageBatchCommand,
@@ -31,7 +32,7 @@ import type { Clock } from '../core/clock.js';
 import { systemClock } from '../core/clock.js';
 import type { Logger } from '../core/logger.js';
 import { silentLogger } from '../core/logger.js';
-import { TransientError, WorkerFailedError, isRetryable, toError } from '../core/errors.js';
+import { TransientError, WorkerFailedError, failureCollector, isRetryable, toError } from '../core/errors.js';
 import { awsCall, isAwsNotFound, normaliseAwsError } from './aws-errors.js';
 import type { AssumedRole, ClientsFor } from './clients.js';
 import { TAG, fromAwsTags, queueNamesOf, runKeys, safeId } from './naming.js';
@@ -250,43 +251,58 @@ export function createSqsChannel(opts: SqsChannelOptions): WorkerChannel & Acces
     async revokeAccess({ runId, vmId }): Promise<{ revoked: string[] }> {
       const revoked: string[] = [];
       const g = await readGrants(bucket, runId, vmId);
-      const prefix = runKeys(runId, vmId).staging;
-      await holds('delete staged objects', async () => {
-        const gone = await bucket.deletePrefix(prefix);
-        for (const k of gone) revoked.push(`staged object s3://${bucket.bucket}/${k}`);
-        // Holds only when nothing is left (a put racing the delete is caught here).
-        if ((await bucket.list(prefix)).length > 0) throw new TransientError(`objects are still staged under s3://${bucket.bucket}/${prefix}`);
-      });
-
       const names = queueNamesOf(opts.namePrefix, runId, vmId);
       const regions = [...new Set([g.region, ...opts.regions].filter((x): x is string => !!x))];
-      for (const region of regions) {
-        for (const name of [names.job, names.status]) {
-          if (await holds(`delete queue ${name}`, () => deleteQueue(opts.clients.sqs(region), name))) revoked.push(`job channel sqs:${region}:${name}`);
-        }
-      }
+      // Every action is tried even when another fails; snapshot reads first, as they read whole disks.
+      const failures = failureCollector();
 
       for (const r of g.snapshotReads) {
-        const ids = await holds(`remove snapshot grants in ${r.region}`, () => removeReaderTags(r.region, r.snapshotIds, r.readerArn));
-        if (ids.length > 0) revoked.push(`EBS direct read of ${ids.join(', ')} by ${r.readerArn}`);
+        await failures.attempt(`remove snapshot grants in ${r.region}`, async () => {
+          const ids = await holds(`remove snapshot grants in ${r.region}`, () => removeReaderTags(r.region, r.snapshotIds, r.readerArn));
+          if (ids.length > 0) revoked.push(`EBS direct read of ${ids.join(', ')} by ${r.readerArn}`);
+        });
       }
       // Grants whose record was lost: any reader tag left on this run's own snapshots.
       for (const region of regions) {
-        const snaps = await holds(`find granted snapshots in ${region}`, () =>
-          awsCall(`ec2:DescribeSnapshots in ${region}`, () =>
-            opts.snapshotClients.ec2(region).send(
-              new DescribeSnapshotsCommand({ OwnerIds: ['self'], Filters: [{ Name: `tag:${TAG.run}`, Values: [runId] }, { Name: `tag:${TAG.vm}`, Values: [vmId] }, { Name: 'tag-key', Values: [TAG.reader] }] }),
+        await failures.attempt(`remove leftover snapshot grants in ${region}`, async () => {
+          const snaps = await holds(`find granted snapshots in ${region}`, () =>
+            awsCall(`ec2:DescribeSnapshots in ${region}`, () =>
+              opts.snapshotClients.ec2(region).send(
+                new DescribeSnapshotsCommand({ OwnerIds: ['self'], Filters: [{ Name: `tag:${TAG.run}`, Values: [runId] }, { Name: `tag:${TAG.vm}`, Values: [vmId] }, { Name: 'tag-key', Values: [TAG.reader] }] }),
+              ),
             ),
-          ),
-        );
-        for (const s of snaps.Snapshots ?? []) {
-          const reader = fromAwsTags(s.Tags)[TAG.reader];
-          if (!reader || !s.SnapshotId) continue;
-          const ids = await holds(`remove snapshot grant on ${s.SnapshotId}`, () => removeReaderTags(region, [s.SnapshotId!], reader));
-          if (ids.length > 0) revoked.push(`EBS direct read of ${s.SnapshotId} by ${reader}`);
+          );
+          for (const s of snaps.Snapshots ?? []) {
+            const reader = fromAwsTags(s.Tags)[TAG.reader];
+            if (!reader || !s.SnapshotId) continue;
+            await failures.attempt(`remove snapshot grant on ${s.SnapshotId}`, async () => {
+              const ids = await holds(`remove snapshot grant on ${s.SnapshotId}`, () => removeReaderTags(region, [s.SnapshotId!], reader));
+              if (ids.length > 0) revoked.push(`EBS direct read of ${s.SnapshotId} by ${reader}`);
+            });
+          }
+        });
+      }
+
+      const prefix = runKeys(runId, vmId).staging;
+      await failures.attempt('delete staged objects', () =>
+        holds('delete staged objects', async () => {
+          const gone = await bucket.deletePrefix(prefix);
+          for (const k of gone) revoked.push(`staged object s3://${bucket.bucket}/${k}`);
+          // Holds only when nothing is left (a put racing the delete is caught here).
+          if ((await bucket.list(prefix)).length > 0) throw new TransientError(`objects are still staged under s3://${bucket.bucket}/${prefix}`);
+        }),
+      );
+
+      for (const region of regions) {
+        for (const name of [names.job, names.status]) {
+          await failures.attempt(`delete queue ${name} in ${region}`, async () => {
+            if (await holds(`delete queue ${name}`, () => deleteQueue(opts.clients.sqs(region), name))) revoked.push(`job channel sqs:${region}:${name}`);
+          });
         }
       }
 
+      // The record of grants is cleared only once all of them are gone: a retry revokes the rest.
+      failures.throwIfAny(`not every grant of run ${runId} on VM ${vmId} could be revoked; revoking is retried`);
       if (g.staged.length > 0 || g.snapshotReads.length > 0 || g.queues) {
         await updateGrants(bucket, runId, vmId, (x) => {
           x.staged = [];

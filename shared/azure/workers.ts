@@ -15,7 +15,7 @@ import { createHash, generateKeyPairSync } from 'node:crypto';
 import type { VirtualMachine } from '@azure/arm-compute';
 import type { Access, DeployWorkerRequest, JobStatus, WorkerChannel, WorkerJob, WorkerRef, Workers, WorkerState } from '../ports/cloud.js';
 import type { Clock } from '../core/clock.js';
-import { AccessDeniedError, BundleIntegrityError, CapacityError, NetworkPreflightError, NotFoundError, TransientError, WorkerFailedError, toError } from '../core/errors.js';
+import { AccessDeniedError, BundleIntegrityError, CapacityError, NetworkPreflightError, NotFoundError, TransientError, WorkerFailedError, failureCollector, toError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { AzureNetworkModel } from '../core/network/types.js';
 import { preflightAzure } from '../core/network/azure-checks.js';
@@ -482,7 +482,8 @@ export function createAzureWorkers(opts: AzureWorkersOptions): AzureWorkers {
   // ---- Access ------------------------------------------------------------------
 
   async function revokeOne(doc: GrantsDoc, item: GrantItem): Promise<string> {
-    const st = doc.account ? await opts.storageFor(doc.account) : undefined;
+    // Snapshot SAS are revoked through ARM alone: an unreachable storage account must not keep them alive.
+    const st = item.kind !== 'snapshot-read' && doc.account ? await opts.storageFor(doc.account) : undefined;
     switch (item.kind) {
       case 'bundle-sas': {
         if (!st) return `bundle SAS ${item.target} (no account recorded)`;
@@ -536,17 +537,23 @@ export function createAzureWorkers(opts: AzureWorkersOptions): AzureWorkers {
     const cur = await state.read<GrantsDoc>(key);
     if (!cur) return { revoked: [] };
     const revoked: string[] = [];
-    for (const item of cur.value.items) {
+    const failures = failureCollector();
+    // Every grant is tried even when one fails, snapshot read SAS first: they can read whole disks.
+    const items = [...cur.value.items.filter((i) => i.kind === 'snapshot-read'), ...cur.value.items.filter((i) => i.kind !== 'snapshot-read')];
+    for (const item of items) {
       if (item.revoked) continue;
-      revoked.push(await revokeOne(cur.value, item));
-      // Marked one by one: a retry after a failure does not revoke (and probe) again what already holds.
-      await state.update<GrantsDoc>(key, (d) => {
-        const doc = d ?? cur.value;
-        for (const i of doc.items) if (i.kind === item.kind && i.target === item.target) i.revoked = true;
-        return doc;
+      await failures.attempt(`${item.kind} ${item.target}`, async () => {
+        revoked.push(await revokeOne(cur.value, item));
+        // Marked one by one: a retry after a failure does not revoke (and probe) again what already holds.
+        await state.update<GrantsDoc>(key, (d) => {
+          const doc = d ?? cur.value;
+          for (const i of doc.items) if (i.kind === item.kind && i.target === item.target) i.revoked = true;
+          return doc;
+        });
       });
     }
     if (revoked.length) logger.info('access revoked', { runId: req.runId, vmId: req.vmId, revoked });
+    failures.throwIfAny(`not every grant of run ${req.runId} on VM ${req.vmId} could be revoked; revoking is retried`);
     return { revoked };
   }
 

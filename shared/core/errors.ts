@@ -114,3 +114,37 @@ export function isRetryable(thrown: unknown): boolean {
   const err = toError(thrown) as Partial<TenderError>;
   return err.retryable === true;
 }
+
+/**
+ * For actions that must each be tried whatever happens to the others (revoking grants): collect
+ * failures with `attempt`, then `throwIfAny` throws the one failure as it was, or — when several
+ * failed — a TransientError naming them all (the first retryable one's cause), so the caller's
+ * retry runs the whole set again. Only when none of them is retryable does the first one's name
+ * (what a state machine matches) win.
+ */
+export function failureCollector() {
+  const failures: Array<{ what: string; error: Error }> = [];
+  return {
+    get count(): number {
+      return failures.length;
+    },
+    async attempt<T>(what: string, fn: () => Promise<T>): Promise<T | undefined> {
+      try {
+        return await fn();
+      } catch (e) {
+        failures.push({ what, error: toError(e) });
+        return undefined;
+      }
+    },
+    throwIfAny(summary: string): void {
+      if (failures.length === 0) return;
+      if (failures.length === 1) throw failures[0]!.error;
+      const list = failures.map((f) => `${f.what}: ${f.error.message}`).join('; ');
+      const retryable = failures.find((f) => isRetryable(f.error));
+      if (retryable) throw new TransientError(`${summary} (${failures.length} failed: ${list})`, { cause: retryable.error });
+      const first = failures[0]!.error;
+      first.message = `${summary} (${failures.length} failed: ${list})`;
+      throw first;
+    },
+  };
+}

@@ -157,6 +157,23 @@ test('revokeAccess: staged objects deleted, queues deleted, snapshot grants remo
   assert.deepEqual((await cloud.access.revokeAccess({ runId: 'r1', vmId: vm.vmId })).revoked, []);
 });
 
+test('revokeAccess: staged objects that will not delete do not keep the snapshot grants or the queues alive; the retry finishes the job', async () => {
+  // Prepare: S3 refuses every delete for longer than the revoke's own attempts.
+  const { cloud, worker, job, set, parent, vm } = await setup();
+  await cloud.channel.startJob(worker, job);
+  fake.fail(DeleteObjectsCommand, awsError('SlowDown', 'Please reduce your request rate.', 503), 4);
+  // Act
+  await assert.rejects(cloud.access.revokeAccess({ runId: 'r1', vmId: vm.vmId }), (e: Error) => e.name === 'TransientError' || /reduce your request rate/.test(e.message));
+  // Assess: the worker can no longer read a snapshot or reach the pipeline,
+  for (const d of [...set.disks, ...parent.disks]) assert.equal(fake.world.snapshots.get(d.snapshotId)!.tags['tender:reader'], undefined);
+  assert.equal(fake.world.queues.size, 0);
+  assert.ok([...fake.world.objects.keys()].some((k) => k.startsWith('staging/')), 'the staged objects are still there');
+  // and the state machine's retry deletes what is left.
+  const { revoked } = await cloud.access.revokeAccess({ runId: 'r1', vmId: vm.vmId });
+  assert.ok(revoked.some((r) => r.includes('staging/r1/')));
+  assert.equal([...fake.world.objects.keys()].filter((k) => k.startsWith('staging/')).length, 0);
+});
+
 test('the agent: takes one job, reports running then the result; a revoked queue ends it without a job', async () => {
   const { cloud, worker, job, vm } = await setup();
   await cloud.channel.startJob(worker, job);

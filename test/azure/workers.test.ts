@@ -391,3 +391,48 @@ test('deployWorker: the private-network preflight of `tender check-network azure
   await off.workers.deployWorker(off.deployReq);
   assert.equal(reads, before, 'off reads nothing');
 });
+
+test('revokeAccess: a grant that cannot be revoked does not keep the others alive — snapshot read SAS go first, every grant is tried', async () => {
+  // Prepare: the storage account (bundle and queue SAS) is unreachable; snapshots answer.
+  const state = createMemoryStateStore();
+  const calls: string[] = [];
+  const compute: any = {
+    snapshots: {
+      revokeAccess: async (_rg: string, name: string) => void calls.push(`revoke ${name}`),
+      get: async () => ({ diskState: 'Unattached' }),
+    },
+  };
+  const workers = createAzureWorkers({
+    arm: { compute, network: {} as any, storage: {} as any },
+    settings: parseAzureSettings({ subscriptionId: SUB, resourceGroup: 'rg', applianceId: 'tender' }),
+    regions: {} as any,
+    storageFor: async () => {
+      throw new TransientError('storage account unreachable');
+    },
+    state,
+    bundle: async () => ({ fileName: 'x', sha256: 'x', data: new Uint8Array() }),
+    clock: { now: () => new Date(), sleep: async () => {} },
+    logger: silentLogger,
+  } as any);
+  const h = createHash('sha256').update('vm1').digest('hex').slice(0, 16);
+  const snapshot = (n: string) => `/subscriptions/${SUB}/resourceGroups/rgp/providers/Microsoft.Compute/snapshots/${n}`;
+  await state.write(`grants/r1__${h}.json`, {
+    runId: 'r1',
+    vmId: 'vm1',
+    region: 'westeurope',
+    account: { id: 'a', name: 'a', blobUrl: 'https://a', queueUrl: 'https://a' },
+    items: [
+      { kind: 'bundle-sas', target: 'tender-b-x', blobName: 'b', policyId: 'p', revoked: false },
+      { kind: 'snapshot-read', target: snapshot('parent-0'), revoked: false },
+      { kind: 'job-queue-sas', target: 'tender-q-x', policyId: 'p', revoked: false },
+      { kind: 'snapshot-read', target: snapshot('this-0'), revoked: false },
+    ],
+  });
+  // Act
+  await assert.rejects(workers.revokeAccess({ runId: 'r1', vmId: 'vm1' }), (e: Error) => e instanceof TransientError && /2 failed/.test(e.message) && /bundle-sas/.test(e.message) && /job-queue-sas/.test(e.message));
+  // Assess: both snapshots' SAS are gone although the queue and bundle SAS could not be revoked,
+  assert.deepEqual(calls, ['revoke parent-0', 'revoke this-0']);
+  // and the retry tries only what still stands.
+  await assert.rejects(workers.revokeAccess({ runId: 'r1', vmId: 'vm1' }), TransientError);
+  assert.deepEqual(calls, ['revoke parent-0', 'revoke this-0']);
+});
