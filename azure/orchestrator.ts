@@ -54,12 +54,24 @@ export interface RetryPolicy {
   maxAttempts: number;
   backoffRate: number;
   maxDelaySeconds: number;
+  /** Error names retried besides Tender's retryable ones (matched whole, or as the last part of a dotted name). */
+  alsoRetry?: readonly string[];
 }
 
 /** The ASL's Retry on every Task (held equal by a test). */
 export const STEP_RETRY: RetryPolicy = { intervalSeconds: 2, maxAttempts: 6, backoffRate: 2, maxDelaySeconds: 60 };
-/** Cleanup is idempotent and the last line of defence: it gets more tries. */
-export const CLEANUP_RETRY: RetryPolicy = { ...STEP_RETRY, maxAttempts: 8 };
+/**
+ * Cleanup is idempotent and the last line of defence: it gets more tries, and an activity the
+ * host stopped at functionTimeout (a cleanup waiting on many long-running operations) is tried
+ * again too — the operations it started go on, so the next try finds less to do. The ASL's
+ * Cleanup retries Lambda's and Step Functions' timeouts the same way.
+ */
+export const CLEANUP_RETRY: RetryPolicy = { ...STEP_RETRY, maxAttempts: 8, alsoRetry: ['FunctionTimeoutException', 'TimeoutException'] };
+
+function retries(policy: RetryPolicy, name: string): boolean {
+  if ((RETRYABLE_ERROR_NAMES as readonly string[]).includes(name)) return true;
+  return (policy.alsoRetry ?? []).some((n) => name === n || name.endsWith(`.${n}`));
+}
 
 /** Every error name Tender throws, so a name can be found in the text the Durable host hands back. */
 export const TENDER_ERROR_NAMES: ReadonlySet<string> = new Set(
@@ -135,7 +147,7 @@ export function* callStep(ctx: Ctx, step: StepName, input: unknown, policy: Retr
       return yield ctx.df.callActivity(activityNameOf(step), input);
     } catch (thrown) {
       const caught = caughtError(thrown);
-      const retryable = (RETRYABLE_ERROR_NAMES as readonly string[]).includes(caught.name);
+      const retryable = retries(policy, caught.name);
       if (!retryable || attempt >= policy.maxAttempts) throw new StepFailure(step, caught);
       if (!ctx.df.isReplaying) ctx.warn?.(`${step} failed with ${caught.name}, retry ${attempt} of ${policy.maxAttempts - 1}: ${caught.message}`);
       yield ctx.df.createTimer(at(ctx, retryDelaySeconds(policy, attempt, replaySafeUnit(ctx.df.instanceId, step, attempt))));

@@ -130,6 +130,23 @@ test('orchestrator: cleanup that fails transiently is retried until it holds; cl
   assert.match(b.cleanup!.problems[0]!, /cleanup did not complete: TransientError: state container busy/);
 });
 
+test('orchestrator: a cleanup the host stopped at functionTimeout is tried again; other steps\' timeouts are not retried', async () => {
+  // Prepare
+  const timeout = () => Object.assign(new Error('Timeout value of 00:10:00 was exceeded by function: Functions.cleanup'), { name: 'Microsoft.Azure.WebJobs.Host.FunctionTimeoutException' });
+  const r = durableRun({ vms: [fakeVm('vm-a')], inject: [{ step: STEP.checkWorker, error: () => new WorkerFailedError('worker vanished') }, { step: STEP.cleanup, times: 2, error: timeout }] });
+  const other = durableRun({ vms: [fakeVm('vm-a')], inject: [{ step: STEP.installWorker, error: timeout }] });
+  // Act
+  const a = (await r.run()).vms[0]!;
+  const b = (await other.run()).vms[0]!;
+  // Assess
+  assert.equal(r.calls.filter((c) => c.step === STEP.cleanup).length, 3);
+  assert.equal(a.cleanup?.workerRemoved, true);
+  assertNothingLeft(r.world);
+  assert.equal(other.calls.filter((c) => c.step === STEP.installWorker).length, 1);
+  assert.equal(b.step, STEP.installWorker);
+  assertNothingLeft(other.world);
+});
+
 test('orchestrator: a plan that fails fails the run, naming the step', async () => {
   // Prepare
   const r = durableRun({ inject: [{ step: STEP.planBackup, error: () => new ConfigError('VM /subscriptions/x/…/vm9 does not exist') }] });

@@ -60,12 +60,15 @@ test('parity: a polled stage is done on the same flag and polled at the same int
 test('parity: the same retry policy (names, interval, attempts, backoff, ceiling), cleanup with more attempts', () => {
   for (const [step, s] of aslTasks) {
     const r = s.Retry[0];
-    const policy = step === STEP.cleanup ? CLEANUP_RETRY : STEP_RETRY;
+    const { alsoRetry, ...policy } = step === STEP.cleanup ? CLEANUP_RETRY : STEP_RETRY;
     assert.deepEqual(
       { intervalSeconds: r.IntervalSeconds, maxAttempts: r.MaxAttempts, backoffRate: r.BackoffRate, maxDelaySeconds: r.MaxDelaySeconds },
       policy,
       `${step} retry`,
     );
+    // Only cleanup retries timeouts (its host's: Lambda / Step Functions there, functionTimeout here).
+    assert.equal(!!alsoRetry?.length, step === STEP.cleanup, `${step} timeout retries`);
+    assert.equal(r.ErrorEquals.includes('States.Timeout'), step === STEP.cleanup, `${step} ASL timeout retries`);
     for (const name of RETRYABLE_ERROR_NAMES) assert.ok(r.ErrorEquals.includes(name));
   }
 });

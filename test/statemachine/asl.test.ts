@@ -107,6 +107,8 @@ test('asl: every compensated step (and every poll) is caught into cleanup with $
   assert.equal(stepOfState(iter.States, cleanupState), STEP.cleanup);
   assert.equal(cleanup.End, true);
   assert.ok(cleanup.Retry?.length, 'cleanup is retried (it is idempotent)');
+  // A cleanup the Lambda or the task timeout cut short is tried again: what it started goes on.
+  for (const e of ['States.Timeout', 'Sandbox.Timedout', 'Lambda.Unknown']) assert.ok(cleanup.Retry[0].ErrorEquals.includes(e), `cleanup retries ${e}`);
   assert.ok(cleanup.Catch?.length, 'a cleanup that keeps failing still ends the VM with a report');
 });
 
