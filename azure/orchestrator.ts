@@ -196,16 +196,7 @@ export function* backupVmOrchestrator(ctx: Ctx): Gen<VmOutcome> {
     try {
       return (yield* callStep(ctx, cleanupStep, cleanupInput, CLEANUP_RETRY)) as VmOutcome;
     } catch (cleanupThrown) {
-      // The ASL's CleanupIncomplete: the VM is reported failed with both errors, and the run still ends.
-      const c = cleanupThrown instanceof StepFailure ? cleanupThrown.caught : caughtError(cleanupThrown);
-      return {
-        vmId: input.vm.vmId,
-        vmName: input.vm.name,
-        outcome: 'failed',
-        step: failure.step,
-        error: failure.caught,
-        cleanup: { revoked: [], workerRemoved: false, problems: [`cleanup did not complete: ${c.name}: ${c.message}`] },
-      };
+      return cleanupIncomplete(input.vm, failure.step, failure.caught, cleanupThrown);
     }
   }
 }
@@ -216,6 +207,27 @@ export interface RunSummary {
   startedAt: string;
   vms: VmOutcome[];
   retention: unknown;
+}
+
+/**
+ * A VM whose orchestration failed at host level (terminated, or a replay that is no longer
+ * deterministic) never ran its own cleanup: the run runs it, with what the VM's cleanup finds by
+ * the run's names and tags alone (its worker, grants and snapshot set), so nothing is left behind.
+ */
+function* cleanUpLostVm(ctx: Ctx, run: Record<string, unknown>, vm: { vmId: string; name: string }, caught: CaughtError): Gen<VmOutcome> {
+  if (!ctx.df.isReplaying) ctx.warn?.(`VM ${vm.vmId}: its orchestration failed (${caught.name}); cleaning up`);
+  const input = { run, vm, failedStep: 'orchestration', error: { Error: caught.name, Cause: caught.message } };
+  try {
+    return (yield* callStep(ctx, CLEANUP_STEPS[0]!, input, CLEANUP_RETRY)) as VmOutcome;
+  } catch (thrown) {
+    return cleanupIncomplete(vm, 'orchestration', caught, thrown);
+  }
+}
+
+/** The ASL's CleanupIncomplete: the VM is reported failed with both errors, and the run still ends. */
+function cleanupIncomplete(vm: { vmId: string; name: string }, step: string, error: CaughtError, cleanupThrown: unknown): VmOutcome {
+  const c = cleanupThrown instanceof StepFailure ? cleanupThrown.caught : caughtError(cleanupThrown);
+  return { vmId: vm.vmId, vmName: vm.name, outcome: 'failed', step, error, cleanup: { revoked: [], workerRemoved: false, problems: [`cleanup did not complete: ${c.name}: ${c.message}`] } };
 }
 
 /** The run: plan, every VM (bounded concurrency), retention; the output mirrors the ASL's Summarize state. */
@@ -239,9 +251,7 @@ export function* backupOrchestrator(ctx: Ctx): Gen<RunSummary> {
     const k = running.findIndex((r) => r.task === winner);
     const { index } = running.splice(k, 1)[0]!;
     const vm = plan.vms[index]!;
-    outcomes[index] = winner.isFaulted
-      ? { vmId: vm.vmId, vmName: vm.name, outcome: 'failed', step: 'orchestration', error: caughtError(winner.result) }
-      : (winner.result as VmOutcome);
+    outcomes[index] = winner.isFaulted ? yield* cleanUpLostVm(ctx, plan.run, vm, caughtError(winner.result)) : (winner.result as VmOutcome);
   }
   let retention: unknown;
   try {

@@ -147,6 +147,22 @@ test('orchestrator: a cleanup the host stopped at functionTimeout is tried again
   assertNothingLeft(other.world);
 });
 
+test('orchestrator: a VM orchestration the host fails mid-run is cleaned up by the run: no worker or grant is left', async () => {
+  // Prepare: the VM's orchestration dies after its worker is deployed and has read access.
+  const r = durableRun({ vms: [fakeVm('vm-a')], crashVmAfterYields: 9 });
+  // Act
+  const out = await r.run();
+  // Assess
+  const vm = out.vms[0]!;
+  assert.equal(vm.outcome, 'failed');
+  assert.equal(vm.step, 'orchestration');
+  assert.match(vm.error!.message, /Non-Deterministic/);
+  assert.ok(r.calls.some((c) => c.step === STEP.deployWorker), 'the worker was deployed before the crash');
+  assert.equal(r.calls.filter((c) => c.step === STEP.cleanup).length, 1);
+  assert.equal(vm.cleanup?.workerRemoved, true);
+  assertNothingLeft(r.world);
+});
+
 test('orchestrator: a plan that fails fails the run, naming the step', async () => {
   // Prepare
   const r = durableRun({ inject: [{ step: STEP.planBackup, error: () => new ConfigError('VM /subscriptions/x/…/vm9 does not exist') }] });

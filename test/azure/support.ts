@@ -18,7 +18,27 @@ export interface Injection {
   error: () => Error;
 }
 
-export function durableRun(opts: { vms?: Vm[]; inject?: Injection[]; failureStyle?: 'structured' | 'legacy'; maxConcurrency?: number; runId?: string } = {}) {
+/**
+ * The VM orchestrator, failing at host level after `yields` of its tasks (as a replay that is no
+ * longer deterministic, or a terminated instance, fails it): the parent sees a faulted sub-orchestration.
+ */
+function crashingVmOrchestrator(yields: number) {
+  return function* (ctx: any): Generator<any, any, any> {
+    const inner = backupVmOrchestrator(ctx);
+    let r = inner.next();
+    for (let i = 1; !r.done; i++) {
+      if (i > yields) throw new Error('Non-Deterministic workflow detected: a previous execution of this orchestration scheduled a different task');
+      try {
+        r = inner.next(yield r.value);
+      } catch (e) {
+        r = inner.throw(e);
+      }
+    }
+    return r.value;
+  };
+}
+
+export function durableRun(opts: { vms?: Vm[]; inject?: Injection[]; failureStyle?: 'structured' | 'legacy'; maxConcurrency?: number; runId?: string; crashVmAfterYields?: number } = {}) {
   const clock = fixedClock('2024-03-01T02:00:00Z');
   const vms = opts.vms ?? [fakeVm('vm-a'), fakeVm('vm-b', [4, 2])];
   const { cloud, restorePoints, world } = createFakeCloud(vms, { pendingPolls: 1 });
@@ -43,7 +63,7 @@ export function durableRun(opts: { vms?: Vm[]; inject?: Injection[]; failureStyl
   );
   const driver = createDurableDriver({
     activities,
-    orchestrators: { [ORCHESTRATOR]: backupOrchestrator, [VM_ORCHESTRATOR]: backupVmOrchestrator },
+    orchestrators: { [ORCHESTRATOR]: backupOrchestrator, [VM_ORCHESTRATOR]: opts.crashVmAfterYields === undefined ? backupVmOrchestrator : crashingVmOrchestrator(opts.crashVmAfterYields) },
     clock,
     failureStyle: opts.failureStyle,
   });
