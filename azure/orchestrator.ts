@@ -174,12 +174,14 @@ export function* backupVmOrchestrator(ctx: Ctx): Gen<VmOutcome> {
       const flag = READY_FLAG[stage.step]!;
       const pollIo = STAGE_IO[poll.step]!;
       // The check steps enforce their own deadlines; this only stops a loop whose step never does.
-      const giveUpAt = ctx.df.currentUtcDateTime.getTime() + (poll.timeoutSeconds + 4 * poll.pollSeconds) * 1000;
+      const giveUpAt = ctx.df.currentUtcDateTime.getTime() + (poll.timeoutSeconds + 4 * poll.maxPollSeconds) * 1000;
       while (!(state[io.result] as Record<string, unknown>)[flag]) {
         if (ctx.df.currentUtcDateTime.getTime() > giveUpAt) {
           throw new StepFailure(poll.step, { name: 'TimedOutError', message: `${poll.step} did not report ready within ${poll.timeoutSeconds}s` });
         }
-        yield ctx.df.createTimer(at(ctx, poll.pollSeconds));
+        // As long as the last result says (the ASL's Wait reads the same field): it grows as the stage goes on.
+        const wait = (state[io.result] as { waitSeconds?: unknown }).waitSeconds;
+        yield ctx.df.createTimer(at(ctx, typeof wait === 'number' && wait > 0 ? wait : poll.pollSeconds));
         current = poll.step;
         state[pollIo.result] = yield* callStep(ctx, poll.step, pick(state, pollIo.input));
         status(current);

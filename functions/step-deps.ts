@@ -5,6 +5,7 @@ import type { CloudPorts } from '../shared/ports/cloud.js';
 import type { RestorePoints } from '../shared/ports/restore-points.js';
 import type { Clock } from '../shared/core/clock.js';
 import type { Logger } from '../shared/core/logger.js';
+import { pollOf, pollWaitSeconds, type StepName } from '../shared/core/pipeline.js';
 
 export interface StepDeps {
   cloud: CloudPorts;
@@ -19,4 +20,11 @@ export function deadlineAfter(clock: Clock, seconds: number): string {
 
 export function isPast(clock: Clock, deadline: string): boolean {
   return clock.now().getTime() > new Date(deadline).getTime();
+}
+
+/** Seconds before `step` (or the poll of its stage) is polled next, for a stage that gives up at `deadline`. */
+export function nextPollSeconds(clock: Clock, step: StepName, deadline: string): number {
+  const poll = pollOf(step);
+  const elapsed = poll.timeoutSeconds - (new Date(deadline).getTime() - clock.now().getTime()) / 1000;
+  return pollWaitSeconds(poll, Math.max(0, elapsed));
 }

@@ -3,7 +3,8 @@
 // it) with the worker's error name in the message.
 
 import type { StepDeps } from '../step-deps.js';
-import { isPast } from '../step-deps.js';
+import { isPast, nextPollSeconds } from '../step-deps.js';
+import { STEP } from '../../shared/core/pipeline.js';
 import { CheckBackupInput, type CheckBackupOutput } from './schema.js';
 import { TimedOutError, WorkerFailedError } from '../../shared/core/errors.js';
 
@@ -21,5 +22,5 @@ export async function runCheckBackup(rawInput: CheckBackupInput, deps: Pick<Step
   if (isPast(deps.clock, job.deadline)) {
     throw new TimedOutError(`backup of VM ${vm.vmId} on worker ${worker.workerId} did not finish by ${job.deadline} — check the worker's throughput and run again`);
   }
-  return { ...job, done: false, ...(status.progress ? { progress: status.progress } : {}) };
+  return { ...job, done: false, ...(status.progress ? { progress: status.progress } : {}), waitSeconds: nextPollSeconds(deps.clock, STEP.checkBackup, job.deadline) };
 }

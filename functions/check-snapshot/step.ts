@@ -2,7 +2,8 @@
 // deadline fails the VM (and sends it to cleanup).
 
 import type { StepDeps } from '../step-deps.js';
-import { isPast } from '../step-deps.js';
+import { isPast, nextPollSeconds } from '../step-deps.js';
+import { STEP } from '../../shared/core/pipeline.js';
 import { CheckSnapshotInput, type CheckSnapshotOutput } from './schema.js';
 import { SnapshotFailedError, TimedOutError } from '../../shared/core/errors.js';
 
@@ -15,5 +16,5 @@ export async function runCheckSnapshot(rawInput: CheckSnapshotInput, deps: Pick<
   if (set.state !== 'ready' && isPast(deps.clock, snapshot.deadline)) {
     throw new TimedOutError(`snapshot set ${set.setId} of VM ${vm.vmId} was still ${set.state} at its deadline ${snapshot.deadline} — check the cloud's snapshot queue and run again`);
   }
-  return { ...snapshot, state: set.state, ready: set.state === 'ready', disks: set.disks };
+  return { ...snapshot, state: set.state, ready: set.state === 'ready', disks: set.disks, waitSeconds: nextPollSeconds(deps.clock, STEP.checkSnapshot, snapshot.deadline) };
 }

@@ -2,7 +2,8 @@
 // up before its deadline fails the VM.
 
 import type { StepDeps } from '../step-deps.js';
-import { isPast } from '../step-deps.js';
+import { isPast, nextPollSeconds } from '../step-deps.js';
+import { STEP } from '../../shared/core/pipeline.js';
 import { CheckWorkerInput, type CheckWorkerOutput } from './schema.js';
 import { TimedOutError, WorkerFailedError } from '../../shared/core/errors.js';
 
@@ -15,5 +16,5 @@ export async function runCheckWorker(rawInput: CheckWorkerInput, deps: Pick<Step
   if (state !== 'ready' && isPast(deps.clock, worker.deadline)) {
     throw new TimedOutError(`worker ${worker.workerId} for VM ${vm.vmId} was not ready by ${worker.deadline} — check its subnet and image and run again`);
   }
-  return { ...worker, ready: state === 'ready' };
+  return { ...worker, ready: state === 'ready', waitSeconds: nextPollSeconds(deps.clock, STEP.checkWorker, worker.deadline) };
 }

@@ -38,5 +38,6 @@ export async function runDeployWorker(rawInput: DeployWorkerInput, deps: Pick<St
     instanceType: profile.instanceType,
     ready: false,
     deadline: deadlineAfter(deps.clock, poll.timeoutSeconds),
+    waitSeconds: poll.pollSeconds,
   };
 }

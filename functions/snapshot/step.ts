@@ -27,5 +27,6 @@ export async function runSnapshot(rawInput: SnapshotInput, deps: Pick<StepDeps, 
     createdAt: set.createdAt,
     disks: set.disks,
     deadline: deadlineAfter(deps.clock, poll.timeoutSeconds),
+    waitSeconds: poll.pollSeconds,
   };
 }

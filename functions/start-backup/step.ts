@@ -64,5 +64,6 @@ export async function runStartBackup(rawInput: StartBackupInput, deps: Pick<Step
     ...(parent.set ? { parentSnapshotSetId: parent.set.setId } : { parentNote: parent.note }),
     done: false,
     deadline: deadlineAfter(deps.clock, poll.timeoutSeconds),
+    waitSeconds: poll.pollSeconds,
   };
 }

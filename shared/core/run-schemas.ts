@@ -47,6 +47,8 @@ export const SnapshotStateSchema = z.object({
   disks: z.array(DiskSnapshotSchema),
   /** After this, a set still pending is given up on. */
   deadline: Iso,
+  /** Seconds to wait before this stage is polled again (grows as the stage goes on). */
+  waitSeconds: z.number().int().positive().optional(),
 });
 export type SnapshotState = z.infer<typeof SnapshotStateSchema>;
 
@@ -57,6 +59,8 @@ export const WorkerStateSchema = z.object({
   instanceType: z.string(),
   ready: z.boolean(),
   deadline: Iso,
+  /** Seconds to wait before this stage is polled again (grows as the stage goes on). */
+  waitSeconds: z.number().int().positive().optional(),
 });
 export type WorkerStateOut = z.infer<typeof WorkerStateSchema>;
 
@@ -93,6 +97,8 @@ export const JobStateSchema = z.object({
   progress: JobProgressSchema.optional(),
   result: BackupResultSchema.optional(),
   deadline: Iso,
+  /** Seconds to wait before this stage is polled again (grows as the stage goes on). */
+  waitSeconds: z.number().int().positive().optional(),
 });
 export type JobState = z.infer<typeof JobStateSchema>;
 

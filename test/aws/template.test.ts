@@ -176,3 +176,16 @@ test('template: a fresh clone without a config file packages too (no schedules)'
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('template: each VM runs as a child execution (Distributed Map), and the state machine may start, watch and stop only its own', () => {
+  const [[smName, sm]] = ofType('AWS::StepFunctions::StateMachine') as any;
+  assert.match(JSON.stringify(sm.Properties.DefinitionString), /Mode\\?":\s*\\?"DISTRIBUTED/);
+  const role = R[`${smName}Role`];
+  const st = statements(role).filter((s: any) => actions(s).some((a) => a.startsWith('states:')));
+  const start = st.filter((s: any) => actions(s).includes('states:StartExecution'));
+  assert.equal(start.length, 1);
+  assert.match(JSON.stringify(start[0].Resource), /:stateMachine:tender-ci-backup"/);
+  const watch = st.filter((s: any) => actions(s).includes('states:StopExecution'));
+  assert.ok(watch.some((s: any) => /:execution:tender-ci-backup\/\*"/.test(JSON.stringify(s.Resource))), 'child executions (<machine>/<label>:<id>) may be described and stopped');
+  for (const s of st) assert.ok(!JSON.stringify(s.Resource).includes('"*"'), `no states: action on *: ${JSON.stringify(s)}`);
+});

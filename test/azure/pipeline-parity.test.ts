@@ -48,12 +48,12 @@ test('parity: every step gets the same input and its result goes to the same pla
   }
 });
 
-test('parity: a polled stage is done on the same flag and polled at the same interval', () => {
+test('parity: a polled stage is done on the same flag and waits as its last poll says', () => {
   for (const stage of PER_VM_STAGES.filter((s) => s.poll)) {
     const check = aslTasks.get(stage.poll!.step)!;
     const choice = iter.States[check.Next];
     assert.equal(choice.Choices[0].Variable, `$.${STAGE_IO[stage.step]!.result}.${READY_FLAG[stage.step]}`, `${stage.step} ready flag`);
-    assert.equal(iter.States[choice.Default].Seconds, stage.poll!.pollSeconds);
+    assert.equal(iter.States[choice.Default].SecondsPath, `$.${STAGE_IO[stage.step]!.result}.waitSeconds`);
   }
 });
 

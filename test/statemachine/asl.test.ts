@@ -83,7 +83,8 @@ test('asl: per VM, the acting and polling steps run in the spec order, polls loo
     assert.equal(choice.Type, 'Choice', `${st.poll!.step} is followed by a Choice`);
     const wait = iter.States[choice.Default];
     assert.equal(wait.Type, 'Wait');
-    assert.equal(wait.Seconds, st.poll!.pollSeconds, `${st.step} polls every ${st.poll!.pollSeconds}s`);
+    // The wait is what the last poll said (pollWaitSeconds: it grows as the stage goes on).
+    assert.equal(wait.SecondsPath, `${check.ResultPath}.waitSeconds`, `${st.step} waits as its poll says`);
     assert.equal(wait.Next, stateNameOf(st.poll!.step), 'the wait loops back to the poll');
   }
   assert.ok(expected.length > acting.length);

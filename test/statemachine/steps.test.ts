@@ -85,3 +85,22 @@ test('cleanup: reads the cause the way Lambda and the local runner write it', ()
   assert.deepEqual(describeCaught({ Error: 'X', Cause: '{"errorMessage":"m","errorType":"X"}' }), { name: 'X', message: 'm' });
   assert.deepEqual(describeCaught({ Error: 'States.Timeout' }), { name: 'States.Timeout', message: '(no cause given)' });
 });
+
+test('polls wait longer as a stage goes on, so a 24 h backup fits a Step Functions history', async () => {
+  const { pollOf, pollWaitSeconds } = await import('../../shared/core/pipeline.js');
+  const { STEP } = await import('../../shared/core/pipeline.js');
+  const { deps, clock, run, vm } = await planned(1_000_000);
+  // The snapshot's first wait is its interval; later ones grow with the time already waited, to the ceiling.
+  const snap = await runSnapshot({ run, vm }, deps);
+  assert.equal(snap.waitSeconds, 15);
+  clock.advance(10 * 60 * 1000);
+  assert.equal((await runCheckSnapshot({ run, vm, snapshot: snap }, deps)).waitSeconds, 30);
+  clock.advance(3 * 3600 * 1000);
+  assert.equal((await runCheckSnapshot({ run, vm, snapshot: snap }, deps)).waitSeconds, 60);
+  // Polls of a backup that runs to its 24 h deadline: each about 9 history events (Choice, Wait, Task).
+  const poll = pollOf(STEP.checkBackup);
+  let polls = 0;
+  for (let t = 0; t < poll.timeoutSeconds; t += pollWaitSeconds(poll, t)) polls++;
+  assert.ok(polls * 9 < 10_000, `${polls} polls`);
+  assert.ok(poll.timeoutSeconds / poll.pollSeconds * 9 > 25_000, 'at a fixed interval it would not fit');
+});
