@@ -64,7 +64,34 @@ export class BlockIndex implements Iterable<[string, BlobLocation]> {
     return this.location(e);
   }
 
-  /** Records where a block is; a block already present keeps its first location (`replace` to move it). */
+  /**
+   * Where a block is, without making an object: writes [pack number, offset, sealed length, raw
+   * length] into `out` and returns true, or returns false. `packName` turns the number back.
+   */
+  lookup(id: string | Uint8Array, out: Uint32Array): boolean {
+    const e = this.find(id);
+    if (e < 0 || this.word(e, 8) === DELETED) return false;
+    const chunk = this.chunks[e >>> CHUNK_BITS]!;
+    const at = (e & (CHUNK - 1)) * WORDS;
+    out[0] = chunk[at + 8]!;
+    out[1] = chunk[at + 9]!;
+    out[2] = chunk[at + 10]!;
+    out[3] = chunk[at + 11]!;
+    return true;
+  }
+
+  /** Packs the index has numbered (`lookup`'s pack numbers are below this). */
+  get packCount(): number {
+    return this.packs.length;
+  }
+
+  packName(n: number): string {
+    const name = this.packs[n];
+    if (name === undefined) throw new RangeError(`no pack number ${n}`);
+    return name;
+  }
+
+  /** Records where a block is; a block already present keeps its first location (`set` to move it). */
   add(id: string | Uint8Array, loc: BlobLocation): boolean {
     const e = this.find(id);
     if (e >= 0 && this.word(e, 8) !== DELETED) return false;

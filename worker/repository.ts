@@ -496,14 +496,34 @@ export async function addKey(repo: Repository, secret: RepositorySecret, opts: {
 }
 
 /** Runs fn over items with at most `limit` at once; the first failure rejects (after in-flight calls settle). */
-export async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<void>): Promise<void> {
-  let next = 0;
+export function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<void>): Promise<void> {
+  let i = 0;
+  return eachLimit(items, limit, (item) => fn(item, i++));
+}
+
+/**
+ * Runs fn on the items at most `limit` at a time, taking each from the iterable only when a runner
+ * is free (a lazy plan is never made whole). The first failure stops new work and is thrown.
+ */
+export async function eachLimit<T>(items: Iterable<T>, limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  const it = items[Symbol.iterator]();
   let failed: unknown;
-  const runners = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (failed === undefined && next < items.length) {
-      const i = next++;
+  let done = false;
+  const runners = Array.from({ length: Math.max(1, limit) }, async () => {
+    while (failed === undefined && !done) {
+      let r: IteratorResult<T>;
       try {
-        await fn(items[i]!, i);
+        r = it.next();
+      } catch (e) {
+        failed ??= e;
+        return;
+      }
+      if (r.done) {
+        done = true;
+        return;
+      }
+      try {
+        await fn(r.value);
       } catch (e) {
         failed ??= e;
       }

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import type { BlockSink } from '../shared/ports/block-source.js';
 import type { JobProgress } from '../shared/ports/cloud.js';
 import { CorruptObjectError, NotFoundError } from '../shared/core/errors.js';
-import { mapLimit, type Repository } from './repository.js';
+import { eachLimit, type Repository } from './repository.js';
 import { blockCount, isZeroId, mapGet, packKey, type BlobLocation, type ManifestDisk } from './format.js';
 
 /** A run of blobs read from one pack with one ranged GET. */
@@ -21,46 +21,77 @@ interface ReadRange {
 const MAX_RANGE = 4 * 1024 * 1024;
 const MAX_GAP = 256 * 1024;
 
-/** Groups the blocks of a map into per-pack ranges, each blob read once however many blocks use it. */
-export function planReads(repo: Repository, map: Buffer, n: number, mapKey: string): { ranges: ReadRange[]; dataBlocks: number } {
-  const byId = new Map<string, { id: Buffer; loc: BlobLocation; blocks: number[] }>();
+export interface ReadPlan {
+  /** Blocks that hold data (the rest read as zeros). */
+  dataBlocks: number;
+  /** Ranges pack by pack, in offset order, each blob once however many blocks use it; made as they are taken. */
+  ranges(): IterableIterator<ReadRange>;
+}
+
+/**
+ * Plans the reads of a block map. Memory is typed arrays, 20 bytes per data block besides the
+ * map itself: a disk of many millions of distinct blocks plans in a few hundred MiB, where an
+ * object per block would not fit a worker's heap (or one Map, past 2^24 blocks).
+ */
+export function planReads(repo: Repository, map: Buffer, n: number, mapKey: string): ReadPlan {
   let dataBlocks = 0;
+  for (let i = 0; i < n; i++) if (!isZeroId(mapGet(map, i))) dataBlocks++;
+  const block = new Uint32Array(dataBlocks);
+  const pack = new Uint32Array(dataBlocks);
+  const offset = new Uint32Array(dataBlocks);
+  const length = new Uint32Array(dataBlocks);
+  const raw = new Uint32Array(dataBlocks);
+  const loc = new Uint32Array(4);
+  let k = 0;
   for (let i = 0; i < n; i++) {
     const id = mapGet(map, i);
     if (isZeroId(id)) continue;
-    dataBlocks++;
-    const hex = id.toString('hex');
-    let e = byId.get(hex);
-    if (!e) {
-      const loc = repo.index.get(hex);
-      if (!loc) throw new CorruptObjectError(mapKey, `names block ${hex.slice(0, 16)}… that no index holds — run \`tender-worker verify\`; restore from another restore point`);
-      e = { id: Buffer.from(id), loc, blocks: [] };
-      byId.set(hex, e);
-    }
-    e.blocks.push(i);
+    if (!repo.index.lookup(id, loc)) throw new CorruptObjectError(mapKey, `names block ${id.toString('hex').slice(0, 16)}… that no index holds — run \`tender-worker verify\`; restore from another restore point`);
+    block[k] = i;
+    pack[k] = loc[0]!;
+    offset[k] = loc[1]!;
+    length[k] = loc[2]!;
+    raw[k] = loc[3]!;
+    k++;
   }
-  const byPack = new Map<string, Array<{ id: Buffer; loc: BlobLocation; blocks: number[] }>>();
-  for (const e of byId.values()) {
-    const list = byPack.get(e.loc.pack) ?? [];
-    list.push(e);
-    byPack.set(e.loc.pack, list);
-  }
-  const ranges: ReadRange[] = [];
-  for (const [pack, blobs] of byPack) {
-    blobs.sort((a, b) => a.loc.offset - b.loc.offset);
-    let cur: ReadRange | undefined;
-    for (const b of blobs) {
-      const end = b.loc.offset + b.loc.length;
-      if (cur && b.loc.offset - (cur.offset + cur.length) <= MAX_GAP && end - cur.offset <= MAX_RANGE) {
-        cur.length = end - cur.offset;
-        cur.blobs.push(b);
-      } else {
-        cur = { pack, offset: b.loc.offset, length: b.loc.length, blobs: [b] };
-        ranges.push(cur);
+  // Counting sort by pack, then by offset within each pack (a few hundred blocks at most).
+  const packs = repo.index.packCount;
+  const start = new Uint32Array(packs + 1);
+  for (let j = 0; j < dataBlocks; j++) start[pack[j]! + 1]!++;
+  for (let p = 0; p < packs; p++) start[p + 1]! += start[p]!;
+  const order = new Uint32Array(dataBlocks);
+  const fill = start.slice(0, packs);
+  for (let j = 0; j < dataBlocks; j++) order[fill[pack[j]!]!++] = j;
+
+  function* ranges(): IterableIterator<ReadRange> {
+    for (let p = 0; p < packs; p++) {
+      const members = order.subarray(start[p]!, start[p + 1]!);
+      if (members.length === 0) continue;
+      members.sort((a, b) => offset[a]! - offset[b]! || a - b);
+      const name = repo.index.packName(p);
+      let cur: ReadRange | undefined;
+      for (let m = 0; m < members.length; m++) {
+        const j = members[m]!;
+        // The same blob (an identical block) again: one more place to write it.
+        const prev = cur?.blobs.at(-1);
+        if (prev && prev.loc.offset === offset[j]) {
+          prev.blocks.push(block[j]!);
+          continue;
+        }
+        const b = { id: Buffer.from(mapGet(map, block[j]!)), loc: { pack: name, offset: offset[j]!, length: length[j]!, rawLength: raw[j]! }, blocks: [block[j]!] };
+        const end = b.loc.offset + b.loc.length;
+        if (cur && b.loc.offset - (cur.offset + cur.length) <= MAX_GAP && end - cur.offset <= MAX_RANGE) {
+          cur.length = end - cur.offset;
+          cur.blobs.push(b);
+        } else {
+          if (cur) yield cur;
+          cur = { pack: name, offset: b.loc.offset, length: b.loc.length, blobs: [b] };
+        }
       }
+      if (cur) yield cur;
     }
   }
-  return { ranges, dataBlocks };
+  return { dataBlocks, ranges };
 }
 
 export interface RestoreResult {
@@ -90,13 +121,14 @@ export async function restoreDisk(
     if (sink.blockSize !== disk.blockSize) throw new CorruptObjectError(`snapshots/${restorePointId}`, `disk ${diskId} has ${disk.blockSize}-byte blocks; the target writes ${sink.blockSize}`);
     const n = blockCount(disk.sizeBytes, disk.blockSize);
     const map = await repo.readBlockMap(disk.map, n);
-    const { ranges, dataBlocks } = planReads(repo, map, n, disk.map.key);
+    const plan = planReads(repo, map, n, disk.map.key);
+    const dataBlocks = plan.dataBlocks;
     const pool = repo.codecs();
     const total = dataBlocks * disk.blockSize;
     let written = 0;
     let last = 0;
     // Several ranges in flight so reads, decoding and writes overlap (memory: this many × MAX_RANGE).
-    await mapLimit(ranges, 4, async (r) => {
+    await eachLimit(plan.ranges(), 4, async (r) => {
       const key = packKey(r.pack);
       let bytes: Uint8Array;
       try {
