@@ -85,6 +85,20 @@ export class BlockIndex implements Iterable<[string, BlobLocation]> {
     return this.packs.length;
   }
 
+  /** Blocks the index places in each pack, by pack number. */
+  countsByPack(): Uint32Array {
+    const counts = new Uint32Array(this.packs.length);
+    for (let e = 0; e < this.used; e++) {
+      const pack = this.word(e, 8);
+      if (pack !== DELETED) counts[pack]!++;
+    }
+    return counts;
+  }
+
+  packNumber(name: string): number | undefined {
+    return this.packNumbers.get(name);
+  }
+
   packName(n: number): string {
     const name = this.packs[n];
     if (name === undefined) throw new RangeError(`no pack number ${n}`);

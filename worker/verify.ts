@@ -87,6 +87,9 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
     const random = opts.random ?? Math.random;
     const packs = [...repo.indexedPacks.keys()].filter((p) => existing.has(packKey(p)) && (fraction >= 1 || random() < fraction));
     const pool = repo.codecs();
+    // How many blocks the index places in each pack, counted once: a pack's header is then
+    // checked against the index block by block, not by a scan of the whole index per pack.
+    const placed = repo.index.countsByPack();
     let done = 0;
     await mapLimit(packs, Math.max(2, pool.size), async (pack) => {
       const key = packKey(pack);
@@ -94,12 +97,22 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
         const size = existing.get(key)!;
         const entries = await repo.readPackHeader(pack, size);
         // The index must say what the pack's own header says, or restore would read the wrong bytes.
-        const inPack = new Map(entries.map((e) => [e.id.toString('hex'), e]));
-        for (const [hex, loc] of repo.index) {
-          if (loc.pack !== pack) continue;
-          const e = inPack.get(hex);
-          if (!e || e.offset !== loc.offset || e.length !== loc.length || e.rawLength !== loc.rawLength) {
-            problems.push({ object: key, message: `the index places block ${hex.slice(0, 16)}… at offset ${loc.offset}, which the pack's header does not` });
+        const number = repo.index.packNumber(pack);
+        const loc = new Uint32Array(4);
+        let agreeing = 0;
+        for (const e of entries) {
+          if (!repo.index.lookup(e.id, loc) || loc[0] !== number) continue;
+          if (e.offset === loc[1] && e.length === loc[2] && e.rawLength === loc[3]) agreeing++;
+        }
+        if (number !== undefined && agreeing < placed[number]!) {
+          // Some block the index places here is not where the header says: name them (rare, so a scan).
+          const inPack = new Map(entries.map((e) => [e.id.toString('hex'), e]));
+          for (const [hex, l] of repo.index) {
+            if (l.pack !== pack) continue;
+            const e = inPack.get(hex);
+            if (!e || e.offset !== l.offset || e.length !== l.length || e.rawLength !== l.rawLength) {
+              problems.push({ object: key, message: `the index places block ${hex.slice(0, 16)}… at offset ${l.offset}, which the pack's header does not` });
+            }
           }
         }
         const bytes = Buffer.from(await repo.store.get(key));

@@ -413,7 +413,7 @@ async function damaged(dir: string, seed: number) {
   return { image, store, r, keys };
 }
 
-for (const damage of ['a truncated pack', 'a missing pack', 'a missing index', 'an index naming a missing pack'] as const) {
+for (const damage of ['a truncated pack', 'a missing pack', 'a missing index', 'an index naming a missing pack', 'an index placing blocks where the pack does not'] as const) {
   test(`${damage} is reported by verify, and restore fails loudly instead of returning wrong bytes`, async () => {
     const dir = await tempDir();
     const { store, r, keys } = await damaged(dir, 20);
@@ -431,11 +431,25 @@ for (const damage of ['a truncated pack', 'a missing pack', 'a missing index', '
       );
       await writer.close();
     }
+    if (damage === 'an index placing blocks where the pack does not') {
+      // The same packs, but the first two blocks of the first pack swapped.
+      const writer = await openRepository(store, PASS, FAST);
+      const packs = (await writer.readIndexFiles()).flatMap(({ file }) => file.packs);
+      const [a, b] = packs[0]!.blobs;
+      packs[0]!.blobs[0] = [a![0], b![1], b![2], b![3]];
+      packs[0]!.blobs[1] = [b![0], a![1], a![2], a![3]];
+      for (const k of keys('index/')) store.objects.delete(k);
+      await writer.writeIndexPacks(packs);
+      await writer.close();
+    }
 
     const repo = await openRepository(store, PASS, FAST);
     const report = await verifyRepository(repo, { readData: true });
     assert.equal(report.ok, false, `verify must see ${damage}`);
     assert.ok(report.problems.length > 0);
+    if (damage === 'an index placing blocks where the pack does not') {
+      assert.equal(report.problems.filter((p) => /which the pack's header does not/.test(p.message)).length, 2, JSON.stringify(report.problems));
+    }
     await assert.rejects(restoreToBuffer(repo, r.restorePointId, 'root', dir), CorruptObjectError);
     assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('restore-')), [], 'no restored file is left behind');
     await repo.close();
