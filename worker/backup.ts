@@ -104,11 +104,11 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   const started = Date.now();
   if (req.disks.length === 0) throw new ValidationError(`VM ${req.vm.vmId} has no disks to back up`);
   const pool = repo.codecs();
-  // Independent reads, at once: packs no index names yet, deletion marks, and the manifests
-  // (only when there is a parent to look for).
+  // Independent reads, at once: packs no index names yet and the manifests (only when there is a
+  // parent to look for). The deletion marks are those the index was loaded with.
   const firstReads = Promise.all([
     repo.adoptUnindexedPacks(),
-    readDeletionMarks(repo),
+    Promise.resolve(repo.marksAtLoad),
     req.disks.some((d) => d.parentSnapshotRef) ? readAllManifests(repo) : Promise.resolve([]),
   ]);
   // Those reads took what the open fetched for them; whatever else it fetched is dropped, so no

@@ -279,7 +279,7 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
           readData = Number(m[1]) / 100;
         }
         const report = await verifyRepository(repo, { readData });
-        const text = `${report.ok ? 'ok' : 'PROBLEMS FOUND'}: ${report.restorePoints} restore points, ${report.packs} packs, ${report.blobs} blocks${readData ? `; read ${report.packsRead} packs, checked ${report.blobsChecked} blocks` : ''}${report.unindexedPacks ? `; ${report.unindexedPacks} pack(s) not indexed yet (a backup running or interrupted: the next backup adopts them)` : ''}\n${report.problems.map((p) => `  ${p.object}: ${p.message}`).join('\n')}${report.problems.length ? '\n' : ''}`;
+        const text = `${report.ok ? 'ok' : 'PROBLEMS FOUND'}: ${report.restorePoints} restore points, ${report.packs} packs, ${report.blobs} blocks${readData ? `; read ${report.packsRead} packs, checked ${report.blobsChecked} blocks` : ''}${report.unindexedPacks ? `; ${report.unindexedPacks} pack(s) not indexed yet (a backup running or interrupted: the next backup adopts them)` : ''}${report.unfinishedPrunePacks ? `; ${report.unfinishedPrunePacks} pack(s) deleted by a prune that stopped before it replaced the index (run prune again to finish)` : ''}\n${report.problems.map((p) => `  ${p.object}: ${p.message}`).join('\n')}${report.problems.length ? '\n' : ''}`;
         out(report, text);
         return report.ok ? 0 : 1;
       }

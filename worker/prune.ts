@@ -16,7 +16,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { LockedError, NotFoundError } from '../shared/core/errors.js';
-import { mapLimit, type Repository } from './repository.js';
+import { mapLimit, type DeletionRecord, type Repository } from './repository.js';
 import { blockCount, isZeroId, mapGet, packIdFromKey, packKey, type BlobLocation, type IndexFile } from './format.js';
 import { BlockIndex } from './block-index.js';
 import { readAllManifests } from './restore-points.js';
@@ -82,18 +82,9 @@ export async function acquireExclusiveLock(repo: Repository, owner: string, ttlM
   throw new LockedError(`could not take the maintenance lock on ${repo.location} — try again`);
 }
 
-interface DeletionRecord {
-  version: 1;
-  marked: string;
-  packs: string[];
-}
-
-/** Packs marked for deletion by a prune: backups must not dedup against them. */
-export async function readDeletionMarks(repo: Repository): Promise<Array<{ key: string; record: DeletionRecord }>> {
-  return (await repo.objectsUnder('deletions/')).map(({ key, bytes }) => ({
-    key,
-    record: JSON.parse(repo.openObject(key, 'deletion', key.slice('deletions/'.length), bytes).toString('utf8')) as DeletionRecord,
-  }));
+/** Packs marked for deletion by a prune: backups must not dedup against them (read from the store). */
+export function readDeletionMarks(repo: Repository): Promise<Array<{ key: string; record: DeletionRecord }>> {
+  return repo.deletionMarks();
 }
 
 export interface PruneOptions {

@@ -82,6 +82,13 @@ const CODEC_ZSTD = 1;
  */
 export const INDEX_FILE_MAX_BLOBS = 100_000;
 
+/** Plaintext of a `deletions/<id>` object: packs a prune marked, to delete after the safety margin. */
+export interface DeletionRecord {
+  version: 1;
+  marked: string;
+  packs: string[];
+}
+
 export class Repository {
   /** Block ID → where it is stored (see block-index.ts: about 55 bytes a distinct block). */
   readonly index = new BlockIndex();
@@ -175,12 +182,31 @@ export class Repository {
     return JSON.parse(this.openObject(key, 'index', key.slice('index/'.length), sealed).toString('utf8')) as IndexFile;
   }
 
-  /** Reads every index file into memory: one parsed at a time, so only the compact index grows. */
+  /** Deletion marks prunes have written (packs about to go, or gone while their index files stay). */
+  async deletionMarks(): Promise<Array<{ key: string; record: DeletionRecord }>> {
+    return (await this.objectsUnder('deletions/')).map(({ key, bytes }) => ({
+      key,
+      record: JSON.parse(this.openObject(key, 'deletion', key.slice('deletions/'.length), bytes).toString('utf8')) as DeletionRecord,
+    }));
+  }
+
+  /** The deletion marks read when the index was last loaded, and the packs they name. */
+  marksAtLoad: Array<{ key: string; record: DeletionRecord }> = [];
+  readonly marked = new Set<string>();
+
+  /**
+   * Reads every index file into memory: one parsed at a time, so only the compact index grows.
+   * A block indexed in a pack a prune has marked and in another pack is found in the other: a
+   * prune that stopped after deleting packs leaves index files naming them until the next prune.
+   */
   async loadIndex(): Promise<void> {
     this.index.clear();
     this.indexedPacks.clear();
     this.indexFiles.clear();
-    const objects: Array<StoredObject | undefined> = await this.objectsUnder('index/');
+    const [objects, marks]: [Array<StoredObject | undefined>, Array<{ key: string; record: DeletionRecord }>] = await Promise.all([this.objectsUnder('index/'), this.deletionMarks()]);
+    this.marksAtLoad = marks;
+    this.marked.clear();
+    for (const m of marks) for (const p of m.record.packs) this.marked.add(p);
     for (let i = 0; i < objects.length; i++) {
       const { key, bytes } = objects[i]!;
       objects[i] = undefined;
@@ -212,7 +238,13 @@ export class Repository {
   addIndexFile(file: IndexFile): void {
     for (const p of file.packs) {
       this.indexedPacks.set(p.id, p.size);
-      for (const [id, offset, length, rawLength] of p.blobs) this.index.add(id, { pack: p.id, offset, length, rawLength });
+      const unmarked = this.marked.size > 0 && !this.marked.has(p.id);
+      for (const [id, offset, length, rawLength] of p.blobs) {
+        const loc = { pack: p.id, offset, length, rawLength };
+        if (this.index.add(id, loc) || !unmarked) continue;
+        // Seen before: a location in a pack no prune has marked wins over one in a marked pack.
+        if (this.marked.has(this.index.get(id)!.pack)) this.index.set(id, loc);
+      }
     }
   }
 
@@ -411,7 +443,7 @@ export async function openRepository(store: ObjectStore, secret: RepositorySecre
   // What every open reads next does not need the key to be fetched: fetch it while the key
   // unwraps. Nothing fetched is used before the key has opened the config.
   const prefetched = new Map<string, Promise<StoredObject[]>>();
-  for (const prefix of new Set(['index/', ...(opts.prefetch ?? [])])) {
+  for (const prefix of new Set(['index/', 'deletions/', ...(opts.prefetch ?? [])])) {
     const p = fetchObjectsUnder(store, prefix);
     p.catch(() => undefined); // a failed open never looks at it; a failed fetch surfaces when read
     prefetched.set(prefix, p);

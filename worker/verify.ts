@@ -29,6 +29,12 @@ export interface VerifyReport {
   blobsChecked: number;
   /** Packs no index names yet (a backup running or crashed): not a problem, reported for information. */
   unindexedPacks: number;
+  /**
+   * Packs a prune deleted (they are marked) whose index files it had not replaced yet: not a
+   * problem unless a restore point needs one (then "only in packs that are gone" is); the next
+   * prune replaces those index files.
+   */
+  unfinishedPrunePacks: number;
   problems: VerifyProblem[];
 }
 
@@ -52,31 +58,42 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
     }
   });
 
+  const existing = new Map<string, number>();
+  for await (const o of repo.store.list('data/')) existing.set(o.key, o.size);
+  // Pack numbers of the index (block-index.ts) whose pack is not in the store.
+  const gone = new Uint8Array(repo.index.packCount);
+  for (let p = 0; p < gone.length; p++) if (!existing.has(packKey(repo.index.packName(p)))) gone[p] = 1;
+
+  const loc = new Uint32Array(4);
   for (const m of manifests) {
     for (const d of m.disks) {
       const n = blockCount(d.sizeBytes, d.blockSize);
       try {
         const map = await repo.readBlockMap(d.map, n);
         let missing = 0;
+        let lost = 0;
         for (let i = 0; i < n; i++) {
           const id = mapGet(map, i);
-          if (!isZeroId(id) && !repo.index.has(id)) missing++;
+          if (isZeroId(id)) continue;
+          if (!repo.index.lookup(id, loc)) missing++;
+          else if (gone[loc[0]!]) lost++;
         }
         if (missing) problems.push({ object: d.map.key, message: `restore point ${m.id} disk ${d.diskId}: ${missing} block(s) are in no index` });
+        if (lost) problems.push({ object: d.map.key, message: `restore point ${m.id} disk ${d.diskId}: ${lost} block(s) are only in packs that are gone` });
       } catch (e) {
         note(d.map.key, e);
       }
     }
   }
 
-  const existing = new Map<string, number>();
-  for await (const o of repo.store.list('data/')) existing.set(o.key, o.size);
   const indexedKeys = new Set([...repo.indexedPacks.keys()].map((p) => packKey(p)));
   // Not a problem: a backup still running, or one that crashed (the next backup adopts them, prune removes old ones).
   const unindexedPacks = [...existing.keys()].filter((k) => /^data\/[0-9a-f]{2}\/[0-9a-f]{64}$/.test(k) && !indexedKeys.has(k)).length;
+  let unfinishedPrunePacks = 0;
   for (const [pack, size] of repo.indexedPacks) {
     const actual = existing.get(packKey(pack));
-    if (actual === undefined) problems.push({ object: packKey(pack), message: 'is indexed but missing' });
+    if (actual === undefined && repo.marked.has(pack)) unfinishedPrunePacks++;
+    else if (actual === undefined) problems.push({ object: packKey(pack), message: 'is indexed but missing' });
     else if (actual !== size) problems.push({ object: packKey(pack), message: `is ${actual} bytes, the index says ${size}` });
   }
 
@@ -147,6 +164,7 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
     packsRead,
     blobsChecked,
     unindexedPacks,
+    unfinishedPrunePacks,
     problems,
   };
 }

@@ -327,11 +327,37 @@ test('a prune that stopped after deleting packs leaves no backup referring to th
   const r2 = await backupImage(next, join(dir, 'a.img'));
   assert.equal(r2.disks[0]!.blocksNew, 12, 'blocks whose packs are gone are stored again');
   assert.equal(sha(await restoreToBuffer(next, r2.restorePointId, 'root', dir)), sha(image));
+  // Another process (tender-worker restore) loads every index file, the old ones naming the
+  // deleted packs too: it finds each block in the pack that exists, and verify says what is left.
+  const reader = await openRepository(inner, PASS, { threads: 1, now: clock });
+  assert.equal(sha(await restoreToBuffer(reader, r2.restorePointId, 'root', dir)), sha(image));
+  const unfinished = await verifyRepository(reader, { readData: true });
+  assert.equal(unfinished.ok, true, JSON.stringify(unfinished.problems));
+  assert.ok(unfinished.unfinishedPrunePacks > 0);
+  await reader.close();
   await pruneRepository(next);
   const reopened = await openRepository(inner, PASS, { threads: 1 });
   const report = await verifyRepository(reopened, { readData: true });
   assert.equal(report.ok, true, JSON.stringify(report.problems));
+  assert.equal(report.unfinishedPrunePacks, 0, 'the next prune finished the job');
   await Promise.all([next.close(), reopened.close()]);
+});
+
+test('loading the index, a block in a marked pack and in another is found in the other, whichever index file comes first', async () => {
+  const repo = await initRepository(createMemoryStore(), PASS, FAST);
+  const id = 'ab'.repeat(32);
+  const file = (pack: string, offset: number) => ({ version: 1 as const, packs: [{ id: pack, size: 100, blobs: [[id, offset, 10, BS] as [string, number, number, number]] }] });
+  repo.marked.add('d'.repeat(64));
+  for (const order of [['d', 'e'], ['e', 'd']]) {
+    repo.index.clear();
+    for (const p of order) repo.addIndexFile(file(p.repeat(64), p === 'd' ? 0 : 50));
+    assert.equal(repo.index.get(id)?.pack, 'e'.repeat(64), `index files in the order ${order}`);
+  }
+  // Only in a marked pack: still found there (a restore of an older point may need it).
+  repo.index.clear();
+  repo.addIndexFile(file('d'.repeat(64), 0));
+  assert.equal(repo.index.get(id)?.pack, 'd'.repeat(64));
+  await repo.close();
 });
 
 test('an incremental whose parent lost blocks reads them again instead of inheriting the hole', async () => {
