@@ -14,7 +14,7 @@ import { openStoreFromUrl } from '../worker/store-from-url.js';
 import { openRepository } from '../worker/repository.js';
 import { repositorySecretFromKeyRef } from '../worker/keys.js';
 import type { RepositorySecret } from '../worker/crypto.js';
-import { listRestorePoints, type RestorePointSummary } from '../worker/restore-points.js';
+import { listRestorePoints, type DamagedObject, type RestorePointSummary } from '../worker/restore-points.js';
 import { restoreDisk, sha256OfFile } from '../worker/restore.js';
 import { createImageSink } from '../worker/sources/image-file.js';
 
@@ -68,6 +68,8 @@ Exit code 1 when any VM failed.
        tender ls …
 
 Lists the restore points in each policy's repository (or the named policy's), oldest first.
+A restore point that cannot be read is named on stderr and the exit code is 1; the others are
+still listed.
 ${CONFIG_HELP}
 `,
   restore: `Usage: tender restore --policy NAME --restore-point ID --disk ID --to PATH [--overwrite] [--config PATH]
@@ -163,6 +165,7 @@ async function restorePointsCommand(argv: string[], io: TenderIo): Promise<numbe
   const loaded = await loadConfig(configPath(values, io));
   const policies = values.policy ? [findPolicy(loaded.config, values.policy)] : loaded.config.policies;
   const all: RestorePointSummary[] = [];
+  const damaged: DamagedObject[] = [];
   const seen = new Set<string>();
   for (const p of policies) {
     // Policies often share a repository: list each once.
@@ -176,16 +179,18 @@ async function restorePointsCommand(argv: string[], io: TenderIo): Promise<numbe
       throw e;
     }
     try {
-      all.push(...(await listRestorePoints(repo, { vmId: values.vm, policy: values.policy })));
+      all.push(...(await listRestorePoints(repo, { vmId: values.vm, policy: values.policy }, damaged)));
     } finally {
       await repo.close();
     }
   }
   all.sort((a, b) => a.time.localeCompare(b.time));
   if (values.json) io.stdout(JSON.stringify(all, null, 2) + '\n');
-  else if (all.length === 0) io.stdout('No restore points yet — run `tender backup --policy NAME --local`.\n');
+  else if (all.length === 0 && damaged.length === 0) io.stdout('No restore points yet — run `tender backup --policy NAME --local`.\n');
   else io.stdout(restorePointsTable(all));
-  return 0;
+  // The readable ones are listed; a damaged one is named and makes the exit code 1.
+  for (const d of damaged) io.stderr(`tender: restore point ${d.object} cannot be read: ${d.message} — check the repository with \`tender-worker verify\`\n`);
+  return damaged.length ? 1 : 0;
 }
 
 async function restoreCommand(argv: string[], io: TenderIo): Promise<number> {

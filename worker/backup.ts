@@ -10,7 +10,7 @@ import type { BackupResult, DiskBackupResult, JobProgress } from '../shared/port
 import { CorruptObjectError, TenderError, TransientError, ValidationError } from '../shared/core/errors.js';
 import { mapLimit, type Repository } from './repository.js';
 import { PackBuilder, ZERO_ID, packCapacity, blockCount, checkBuiltPack, emptyBlockMap, isZeroId, mapGet, mapSet, packKey, type BuiltPack, type Manifest, type ManifestDisk, type PackEntry } from './format.js';
-import { findParent, readAllManifests } from './restore-points.js';
+import { findParent, readAllManifests, type DamagedObject } from './restore-points.js';
 import { readDeletionMarks } from './prune.js';
 import { createLimiter } from './sources/retry.js';
 import { alignedBuffer } from '../shared/local/direct-io.js';
@@ -104,12 +104,14 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   const started = Date.now();
   if (req.disks.length === 0) throw new ValidationError(`VM ${req.vm.vmId} has no disks to back up`);
   const pool = repo.codecs();
+  /** Restore points that cannot be read: skipped when looking for a parent (one cannot be a parent). */
+  const damagedManifests: DamagedObject[] = [];
   // Independent reads, at once: packs no index names yet and the manifests (only when there is a
   // parent to look for). The deletion marks are those the index was loaded with.
   const firstReads = Promise.all([
     repo.adoptUnindexedPacks(),
     Promise.resolve(repo.marksAtLoad),
-    req.disks.some((d) => d.parentSnapshotRef) ? readAllManifests(repo) : Promise.resolve([]),
+    req.disks.some((d) => d.parentSnapshotRef) ? readAllManifests(repo, damagedManifests) : Promise.resolve([]),
   ]);
   // Those reads took what the open fetched for them; whatever else it fetched is dropped, so no
   // later read on this repository (the check before the manifest, another run) sees an old copy.
@@ -151,7 +153,7 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
       if (d.parentSnapshotRef) {
         const parent = findParent(manifests, req.vm.vmId, d.diskId, d.parentSnapshotRef);
         if (!parent) {
-          reason = `no restore point of disk ${d.diskId} from snapshot ${d.parentSnapshotRef} in the repository — full read`;
+          reason = `no restore point of disk ${d.diskId} from snapshot ${d.parentSnapshotRef} in the repository — full read${damagedManifests.length ? ` (${damagedManifests.length} restore point(s) could not be read: ${damagedManifests.map((x) => x.object).join(', ')} — run \`tender-worker verify\`)` : ''}`;
           blocks = await d.source.allocatedBlocks();
         } else {
           const changed = await d.source.changedBlocks(d.parentSnapshotRef);

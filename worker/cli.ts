@@ -14,7 +14,7 @@ import type { RepositorySecret } from './crypto.js';
 import { createAwsKmsWrapper, createKeyVaultWrapper } from './key-wrappers.js';
 import { backupVm } from './backup.js';
 import { restoreDisk } from './restore.js';
-import { forgetRestorePoints, listRestorePoints } from './restore-points.js';
+import { forgetRestorePoints, listRestorePoints, type DamagedObject } from './restore-points.js';
 import { verifyRepository } from './verify.js';
 import { pruneRepository, DEFAULT_SAFETY_MARGIN_MS } from './prune.js';
 import { createImageSink, openImageSource } from './sources/image-file.js';
@@ -52,7 +52,9 @@ Incremental: --parent names the snapshot the previous restore point of that disk
 Restore writes IMAGE.partial and renames it to the target when complete; --sync also flushes it
   to the device first (slower; what you want before pulling the power).
 
-Exit codes: 0 done, 1 failed (the message says why and what to do), 2 bad arguments.
+Exit codes: 0 done, 1 failed (the message says why and what to do), 2 bad arguments. ls lists
+  what it can read and exits 1 when a restore point cannot be read (named on stderr); forget
+  exits 1 when an ID names no restore point (the others are forgotten).
 `;
 
 class UsageError extends ValidationError {}
@@ -263,12 +265,15 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
       }
       case 'ls': {
         repo = await openRepository(store, pass, { threads });
-        const points = await listRestorePoints(repo, v.vm ? { vmId: v.vm } : {});
+        const damaged: DamagedObject[] = [];
+        const points = await listRestorePoints(repo, v.vm ? { vmId: v.vm } : {}, damaged);
         const text = points.length
           ? points.map((p) => `${p.id}  ${p.time}  vm=${p.vmId}  policy=${p.policy}  disks=${p.disks.map((d) => `${d.diskId}(${fmtBytes(d.sizeBytes)}${d.incremental ? ', incremental' : ''})`).join(',')}`).join('\n') + '\n'
           : 'no restore points\n';
         out(points, text);
-        return 0;
+        // The others are listed; the damaged ones are named, and the exit code says something is wrong.
+        for (const d of damaged) io.stderr(`tender-worker: ${d.object} cannot be read: ${d.message} — run \`tender-worker verify\`; \`tender-worker forget ${d.object.slice('snapshots/'.length)}\` removes it\n`);
+        return damaged.length ? 1 : 0;
       }
       case 'verify': {
         repo = await openRepository(store, pass, { threads });
@@ -293,9 +298,12 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
       case 'forget': {
         if (parsed.positionals.length === 0) throw new UsageError('forget needs the IDs of the restore points to delete');
         repo = await openRepository(store, pass, { threads });
-        await forgetRestorePoints(repo, parsed.positionals);
-        out({ forgotten: parsed.positionals }, `forgot ${parsed.positionals.length} restore point(s); run prune to free their space\n`);
-        return 0;
+        const forgotten = await forgetRestorePoints(repo, parsed.positionals);
+        const unknown = parsed.positionals.filter((id) => !forgotten.includes(id));
+        out({ forgotten, unknown }, `forgot ${forgotten.length} restore point(s)${forgotten.length ? '; run prune to free their space' : ''}\n`);
+        // A mistyped id must not look like success.
+        for (const id of unknown) io.stderr(`tender-worker: no restore point "${id}" in ${repo.location} — list them with \`tender-worker ls\`\n`);
+        return unknown.length ? 1 : 0;
       }
       case 'prune': {
         repo = await openRepository(store, pass, { threads });

@@ -15,11 +15,11 @@
 // only ever considered once they are older than the margin too.
 
 import { randomBytes } from 'node:crypto';
-import { LockedError, NotFoundError } from '../shared/core/errors.js';
+import { CorruptObjectError, LockedError, NotFoundError } from '../shared/core/errors.js';
 import { mapLimit, type DeletionRecord, type Repository } from './repository.js';
 import { blockCount, isZeroId, mapGet, packIdFromKey, packKey, type BlobLocation, type IndexFile } from './format.js';
 import { BlockIndex } from './block-index.js';
-import { readAllManifests } from './restore-points.js';
+import { readAllManifests, type DamagedObject } from './restore-points.js';
 
 /** The location prune's set of referenced blocks gives each (it needs only their IDs). */
 const REFERENCED: BlobLocation = { pack: '', offset: 0, length: 0, rawLength: 0 };
@@ -100,6 +100,8 @@ export interface PruneReport {
   bytesFreed: number;
   packsKept: number;
   indexFilesReplaced: number;
+  /** Index files that could not be read, removed once every pack they could have named is in another. */
+  damagedIndexFilesRemoved: number;
   mapsDeleted: number;
   dryRun: boolean;
 }
@@ -109,7 +111,8 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
   const lock = await acquireExclusiveLock(repo, opts.owner ?? `prune@${process.pid}`);
   try {
     const now = repo.now().getTime();
-    const indexFiles = await repo.readIndexFiles();
+    const damagedIndex: DamagedObject[] = [];
+    const indexFiles = await repo.readIndexFiles(damagedIndex);
     const oldIndexFiles = indexFiles.map((f) => f.key);
     /** Every indexed pack, as the first index file naming it gives it (kept as parsed: the rewrite writes it back). */
     const indexed = new Map<string, IndexFile['packs'][number]>();
@@ -120,7 +123,16 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
     // (block-index.ts): every block of a large repository is referenced.
     const referenced = new BlockIndex();
     const referencedMaps = new Set<string>();
-    for (const m of await readAllManifests(repo)) {
+    let manifests;
+    try {
+      manifests = await readAllManifests(repo);
+    } catch (e) {
+      if (!(e instanceof CorruptObjectError) || !e.objectKey.startsWith('snapshots/')) throw e;
+      // Without it prune cannot know which blocks that restore point needs: it deletes nothing.
+      const id = e.objectKey.slice('snapshots/'.length);
+      throw new CorruptObjectError(e.objectKey, `cannot be read, so prune cannot tell what it refers to and deleted nothing — it cannot be restored either: \`tender-worker forget ${id}\` removes it, then run prune again`, { cause: e });
+    }
+    for (const m of manifests) {
       for (const d of m.disks) {
         referencedMaps.add(d.map.key);
         const map = await repo.readBlockMap(d.map, blockCount(d.sizeBytes, d.blockSize));
@@ -135,6 +147,18 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
     for await (const o of repo.store.list('data/')) {
       const id = packIdFromKey(o.key);
       if (id) stored.set(id, { size: o.size, modified: o.modified.getTime() });
+    }
+    // A damaged index file may have been the only one naming some packs: prune could not tell
+    // whether those hold referenced blocks, so it goes on only when every pack is named elsewhere
+    // (the damaged files then add nothing, and go with the rest of this prune's work).
+    if (damagedIndex.length) {
+      const unnamed = [...stored.keys()].filter((p) => !indexed.has(p)).length;
+      if (unnamed) {
+        throw new CorruptObjectError(
+          damagedIndex[0]!.object,
+          `cannot be read, and ${unnamed} pack(s) are in no other index file: prune cannot tell whether they hold blocks restore points need, so it deleted nothing — run a backup first (it indexes those packs again from their own headers), then prune`,
+        );
+      }
     }
     // A pack is live when any block in it is referenced, wherever else that block is stored too.
     const live = new Set<string>();
@@ -166,6 +190,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
       bytesFreed,
       packsKept: stored.size - toDelete.size,
       indexFilesReplaced: 0,
+      damagedIndexFilesRemoved: 0,
       mapsDeleted: 0,
       dryRun: !!opts.dryRun,
     };
@@ -189,6 +214,12 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
       await lock.check();
       await mapLimit(oldIndexFiles, 8, async (k) => repo.store.delete(k));
       report.indexFilesReplaced = oldIndexFiles.length;
+    }
+    // Damaged index files whose packs every one are in readable index files: nothing is lost with them.
+    if (damagedIndex.length) {
+      await lock.check();
+      for (const d of damagedIndex) await repo.store.delete(d.object);
+      report.damagedIndexFilesRemoved = damagedIndex.length;
     }
     // A mark goes only once no index names its packs any more (the rewrite above has happened).
     await lock.check();

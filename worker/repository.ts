@@ -22,6 +22,7 @@ import {
 } from './format.js';
 import { CodecPool, CodecThreads, type ZstdParams } from './codec-pool.js';
 import { BlockIndex } from './block-index.js';
+import type { DamagedObject } from './restore-points.js';
 
 export interface RepoConfig {
   version: number;
@@ -173,14 +174,37 @@ export class Repository {
     this.prefetched.clear();
   }
 
-  /** Every index file, parsed (prune needs every location, not only the first per block). */
-  async readIndexFiles(): Promise<Array<{ key: string; file: IndexFile }>> {
-    return (await this.objectsUnder('index/')).map(({ key, bytes }) => ({ key, file: this.parseIndexFile(key, bytes) }));
+  /**
+   * Every index file, parsed (prune needs every location, not only the first per block). One that
+   * cannot be read throws, unless `damaged` is given: then it is skipped and named there.
+   */
+  async readIndexFiles(damaged?: DamagedObject[]): Promise<Array<{ key: string; file: IndexFile }>> {
+    const out: Array<{ key: string; file: IndexFile }> = [];
+    for (const { key, bytes } of await this.objectsUnder('index/')) {
+      const file = this.parseIndexFile(key, bytes, damaged);
+      if (file) out.push({ key, file });
+    }
+    return out;
   }
 
-  private parseIndexFile(key: string, sealed: Uint8Array): IndexFile {
-    return JSON.parse(this.openObject(key, 'index', key.slice('index/'.length), sealed).toString('utf8')) as IndexFile;
+  private parseIndexFile(key: string, sealed: Uint8Array, damaged?: DamagedObject[]): IndexFile | undefined {
+    try {
+      const file = JSON.parse(this.openObject(key, 'index', key.slice('index/'.length), sealed).toString('utf8')) as IndexFile;
+      if (!Array.isArray(file?.packs)) throw new CorruptObjectError(key, 'is not an index file');
+      return file;
+    } catch (e) {
+      if (!damaged || !(e instanceof CorruptObjectError || e instanceof SyntaxError)) throw e;
+      damaged.push({ object: key, message: e instanceof CorruptObjectError ? e.message.slice(e.objectKey.length + 2) : `is not an index file (${e.message})` });
+      return undefined;
+    }
   }
+
+  /**
+   * Index files the last load could not read. Their packs were indexed from the packs' own
+   * headers instead (`recovered`, which the next backup writes into a new index file).
+   */
+  damagedIndexFiles: DamagedObject[] = [];
+  private recovered: Array<{ id: string; size: number; entries: PackEntry[] }> = [];
 
   /** Deletion marks prunes have written (packs about to go, or gone while their index files stay). */
   async deletionMarks(): Promise<Array<{ key: string; record: DeletionRecord }>> {
@@ -207,12 +231,33 @@ export class Repository {
     this.marksAtLoad = marks;
     this.marked.clear();
     for (const m of marks) for (const p of m.record.packs) this.marked.add(p);
+    this.damagedIndexFiles = [];
+    this.recovered = [];
     for (let i = 0; i < objects.length; i++) {
       const { key, bytes } = objects[i]!;
       objects[i] = undefined;
-      this.addIndexFile(this.parseIndexFile(key, bytes));
+      // A damaged index file does not make the repository unreadable: its packs carry headers.
+      const file = this.parseIndexFile(key, bytes, this.damagedIndexFiles);
+      if (!file) continue;
+      this.addIndexFile(file);
       this.indexFiles.add(key);
     }
+    if (this.damagedIndexFiles.length) await this.indexFromPackHeaders();
+  }
+
+  /** Indexes, from their own headers, the packs no readable index file names (in memory only). */
+  private async indexFromPackHeaders(): Promise<void> {
+    const orphans = (await listPacks(this.store)).filter((p) => !this.indexedPacks.has(p.id));
+    await mapLimit(orphans, 8, async (p) => {
+      try {
+        const entries = await this.readPackHeader(p.id, p.size);
+        this.addPack(p.id, p.size, entries);
+        this.recovered.push({ ...p, entries });
+      } catch (e) {
+        // Unreadable (verify --read-data names it) or deleted since the listing: not indexed.
+        if (!(e instanceof CorruptObjectError) && !(e instanceof NotFoundError)) throw e;
+      }
+    });
   }
 
   /** Forgets where these packs' blocks are, so they are stored again rather than referenced (packs marked for deletion). */
@@ -316,7 +361,9 @@ export class Repository {
     }
     // Indexed but gone (a prune that stopped half-way): never dedup against them.
     this.avoidPacks([...this.indexedPacks.keys()].filter((p) => !present.has(p)));
-    const adopted: Array<{ id: string; size: number; entries: PackEntry[] }> = [];
+    // Packs the load indexed from their headers (an index file was damaged) are written down too.
+    const adopted: Array<{ id: string; size: number; entries: PackEntry[] }> = this.recovered.filter((p) => present.has(p.id));
+    this.recovered = [];
     await mapLimit(orphans, 8, async (p) => {
       try {
         const entries = await this.readPackHeader(p.id, p.size);

@@ -9,7 +9,7 @@ import type { ObjectStore } from '../shared/ports/object-store.js';
 import type { RepositoryRef, RestorePointInfo, RestorePoints } from '../shared/ports/restore-points.js';
 import type { KeyRef } from '../shared/core/config.js';
 import type { RepositorySecret } from './crypto.js';
-import { NotFoundError } from '../shared/core/errors.js';
+import { CorruptObjectError, NotFoundError } from '../shared/core/errors.js';
 
 /** What the port promises (RestorePointInfo), plus what the CLI shows. */
 export interface RestorePointSummary extends RestorePointInfo {
@@ -32,14 +32,33 @@ export function summarize(m: Manifest): RestorePointSummary {
   };
 }
 
-export async function readAllManifests(repo: Repository): Promise<Manifest[]> {
-  const out = (await repo.objectsUnder('snapshots/')).map(({ key, bytes }) => repo.openManifest(key, bytes));
+/** An object that could not be read (named, with why), skipped by a reader that can go on without it. */
+export interface DamagedObject {
+  object: string;
+  message: string;
+}
+
+/**
+ * Every restore point, oldest first. A manifest that does not authenticate throws — unless
+ * `damaged` is given: then it is skipped and named there, so one damaged restore point does not
+ * hide the others (listing, finding a parent). Prune never skips: it must know every reference.
+ */
+export async function readAllManifests(repo: Repository, damaged?: DamagedObject[]): Promise<Manifest[]> {
+  const out: Manifest[] = [];
+  for (const { key, bytes } of await repo.objectsUnder('snapshots/')) {
+    try {
+      out.push(repo.openManifest(key, bytes));
+    } catch (e) {
+      if (!damaged || !(e instanceof CorruptObjectError || e instanceof SyntaxError)) throw e;
+      damaged.push({ object: key, message: e instanceof CorruptObjectError ? e.message.slice(e.objectKey.length + 2) : `is not a manifest (${e.message})` });
+    }
+  }
   return out.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
 }
 
-/** Oldest first. */
-export async function listRestorePoints(repo: Repository, filter: { vmId?: string; policy?: string } = {}): Promise<RestorePointSummary[]> {
-  const all = await readAllManifests(repo);
+/** Oldest first; restore points that cannot be read are skipped and named in `damaged` (when given). */
+export async function listRestorePoints(repo: Repository, filter: { vmId?: string; policy?: string } = {}, damaged: DamagedObject[] = []): Promise<RestorePointSummary[]> {
+  const all = await readAllManifests(repo, damaged);
   return all.filter((m) => (!filter.vmId || m.vm.vmId === filter.vmId) && (!filter.policy || m.policy === filter.policy)).map(summarize);
 }
 
@@ -54,20 +73,28 @@ export function findParent(manifests: readonly Manifest[], vmId: string, diskId:
   return undefined;
 }
 
-/** Deletes restore points (unknown ids are skipped). Their blocks stay until `prune` finds nothing else refers to them. */
-export async function forgetRestorePoints(repo: Repository, ids: string[]): Promise<void> {
+/**
+ * Deletes restore points; returns the ids it deleted (an unknown id is not one of them). Their
+ * blocks stay until `prune` finds nothing else refers to them. A restore point whose manifest is
+ * damaged is deleted too (it cannot be restored anyway): its block maps are left for prune,
+ * which removes maps no manifest names.
+ */
+export async function forgetRestorePoints(repo: Repository, ids: string[]): Promise<string[]> {
+  const forgotten: string[] = [];
   for (const id of ids) {
-    let m: Manifest;
+    let maps: string[] = [];
     try {
-      m = await repo.readManifest(id);
+      maps = (await repo.readManifest(id)).disks.map((d) => d.map.key);
     } catch (e) {
       if (e instanceof NotFoundError) continue;
-      throw e;
+      if (!(e instanceof CorruptObjectError || e instanceof SyntaxError)) throw e;
     }
     // Manifest first: a crash after it leaves only unreferenced maps, which prune removes.
     await repo.store.delete(`snapshots/${id}`);
-    for (const d of m.disks) await repo.store.delete(d.map.key);
+    for (const k of maps) await repo.store.delete(k);
+    forgotten.push(id);
   }
+  return forgotten;
 }
 
 /**
@@ -96,6 +123,13 @@ export function createRestorePointsPort(opts: {
   }
   return {
     list: (ref, filter) => withRepository(ref, (repo) => listRestorePoints(repo, filter), () => []),
-    forget: (ref, ids) => withRepository(ref, (repo) => forgetRestorePoints(repo, ids), () => undefined),
+    forget: (ref, ids) =>
+      withRepository(
+        ref,
+        async (repo) => {
+          await forgetRestorePoints(repo, ids);
+        },
+        () => undefined,
+      ),
   };
 }

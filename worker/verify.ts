@@ -48,6 +48,12 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
   };
 
   await repo.loadIndex();
+  for (const d of repo.damagedIndexFiles) {
+    problems.push({
+      object: d.object,
+      message: `${d.message.replace(/ — .*$/, '')}; restores still work (the packs no other index file names were indexed from their own headers) — run a backup, which writes an index for them, then prune, which removes this file`,
+    });
+  }
   const manifests: Manifest[] = [];
   const ids = await repo.listManifestIds();
   await mapLimit(ids, 8, async (id) => {

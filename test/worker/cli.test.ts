@@ -163,3 +163,34 @@ test('kill -9 during a backup leaves a repository that verifies, and the next ru
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('ls names a restore point it cannot read and exits 1, still listing the rest; forget of an unknown id exits 1', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tender-cli-'));
+  try {
+    await writeFile(join(dir, 'disk.img'), image());
+    const ids: string[] = [];
+    for (let k = 0; k < 2; k++) {
+      const b = io(dir);
+      assert.equal(await runWorkerCli(['backup', '--repo', 'file:repo', '--vm', 'vm-1', '--disk', 'root=disk.img', '--json'], b), 0, b.err);
+      ids.push(JSON.parse(b.out).restorePointId);
+    }
+    const manifest = join(dir, 'repo', 'snapshots', ids[0]!);
+    const bytes = await readFile(manifest);
+    bytes[40] ^= 0x01;
+    await writeFile(manifest, bytes);
+
+    const l = io(dir);
+    assert.equal(await runWorkerCli(['ls', '--repo', 'file:repo', '--json'], l), 1);
+    assert.deepEqual(JSON.parse(l.out).map((p: { id: string }) => p.id), [ids[1]]);
+    assert.match(l.err, new RegExp(`snapshots/${ids[0]} cannot be read: .*tender-worker forget ${ids[0]}`));
+
+    const f = io(dir);
+    assert.equal(await runWorkerCli(['forget', '--repo', 'file:repo', ids[0]!, 'not-a-point', '--json'], f), 1);
+    assert.deepEqual(JSON.parse(f.out), { forgotten: [ids[0]], unknown: ['not-a-point'] });
+    assert.match(f.err, /no restore point "not-a-point"/);
+    const again = io(dir);
+    assert.equal(await runWorkerCli(['ls', '--repo', 'file:repo'], again), 0, again.err);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

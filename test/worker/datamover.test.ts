@@ -701,3 +701,68 @@ test('index files name a bounded number of blocks: a large index is split over s
   await reopened.close();
   await repo.close();
 });
+
+test('a damaged index file does not lock the data away: restore works from the packs\' headers, prune deletes nothing until a backup re-indexes them, then removes it', async () => {
+  const time = { now: new Date('2026-01-01T00:00:00Z') };
+  const clock = () => time.now;
+  const dir = await tempDir();
+  const image = makeImage(24, 31);
+  await writeFile(join(dir, 'disk.img'), image);
+  const store = createMemoryStore(clock);
+  const repo = await initRepository(store, PASS, { ...FAST, now: clock });
+  const r = await backupImage(repo, join(dir, 'disk.img'));
+  await repo.close();
+  const indexKey = [...store.objects.keys()].find((k) => k.startsWith('index/'))!;
+  store.objects.get(indexKey)!.data[40] ^= 0x01;
+  time.now = new Date(time.now.getTime() + 3 * 86400_000);
+
+  const reader = await openRepository(store, PASS, { ...FAST, now: clock });
+  assert.equal(sha(await restoreToBuffer(reader, r.restorePointId, 'root', dir)), sha(image), 'restored bit for bit from the packs\' own headers');
+  const report = await verifyRepository(reader, { readData: true });
+  assert.equal(report.ok, false);
+  assert.deepEqual(report.problems.map((p) => p.object), [indexKey]);
+  assert.match(report.problems[0]!.message, /restores still work/);
+  // Its packs are in no other index file: prune cannot know they are referenced, and stops.
+  const packs = [...store.objects.keys()].filter((k) => k.startsWith('data/')).sort();
+  await assert.rejects(pruneRepository(reader), (e: Error) => e instanceof CorruptObjectError && /run a backup first/.test(e.message));
+  assert.deepEqual([...store.objects.keys()].filter((k) => k.startsWith('data/')).sort(), packs, 'no pack deleted');
+  await reader.close();
+
+  // A backup writes an index for them; prune then removes the damaged file, and all is well.
+  const writer = await openRepository(store, PASS, { ...FAST, now: clock });
+  const again = await backupImage(writer, join(dir, 'disk.img'));
+  assert.equal(again.disks[0]!.blocksNew, 0, 'the blocks were found in their packs, not stored again');
+  const pruned = await pruneRepository(writer);
+  assert.equal(pruned.damagedIndexFilesRemoved, 1);
+  await writer.close();
+  const after = await openRepository(store, PASS, { ...FAST, now: clock });
+  const clean = await verifyRepository(after, { readData: true });
+  assert.equal(clean.ok, true, JSON.stringify(clean.problems));
+  assert.equal(sha(await restoreToBuffer(after, r.restorePointId, 'root', dir)), sha(image));
+  await after.close();
+});
+
+test('a damaged restore point hides no other: listing and backups skip it and say so; prune stops and says how to go on; forget removes it', async () => {
+  const dir = await tempDir();
+  const image = makeImage(16, 32);
+  await writeFile(join(dir, 'disk.img'), image);
+  const store = createMemoryStore();
+  const repo = await initRepository(store, PASS, FAST);
+  const first = await backupImage(repo, join(dir, 'disk.img'));
+  const second = await backupImage(repo, join(dir, 'disk.img'));
+  store.objects.get(`snapshots/${first.restorePointId}`)!.data[30] ^= 0x01;
+
+  const damaged: Array<{ object: string; message: string }> = [];
+  assert.deepEqual((await listRestorePoints(repo, {}, damaged)).map((p) => p.id), [second.restorePointId]);
+  assert.deepEqual(damaged.map((d) => d.object), [`snapshots/${first.restorePointId}`]);
+  // A backup looking for a parent still runs (the damaged point cannot be a parent).
+  const third = await backupImage(repo, join(dir, 'disk.img'), { parent: join(dir, 'disk.img') });
+  assert.ok(third.restorePointId);
+  await assert.rejects(pruneRepository(repo), (e: Error) => e instanceof CorruptObjectError && e.message.includes(`tender-worker forget ${first.restorePointId}`));
+  assert.deepEqual(await forgetRestorePoints(repo, [first.restorePointId, 'no-such-point']), [first.restorePointId]);
+  const none: Array<{ object: string; message: string }> = [];
+  assert.equal((await listRestorePoints(repo, {}, none)).length, 2);
+  assert.deepEqual(none, []);
+  await pruneRepository(repo);
+  await repo.close();
+});
