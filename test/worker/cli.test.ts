@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile, readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { runWorkerCli, type CliIo } from '../../worker/cli.js';
@@ -190,6 +190,51 @@ test('ls names a restore point it cannot read and exits 1, still listing the res
     assert.match(f.err, /no restore point "not-a-point"/);
     const again = io(dir);
     assert.equal(await runWorkerCli(['ls', '--repo', 'file:repo'], again), 0, again.err);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('restore onto a block device writes the disk in place (zeros too), needs --overwrite, and refuses a device too small', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'tender-cli-'));
+  const { spawnSync } = await import('node:child_process');
+  const attach = (file: string) => spawnSync('losetup', ['-f', '--show', file], { encoding: 'utf8' });
+  try {
+    const img = image();
+    await writeFile(join(dir, 'disk.img'), img);
+    // The device holds old data everywhere, so zero blocks of the disk must be written too.
+    await writeFile(join(dir, 'device.img'), Buffer.alloc(img.length + 1024 * 1024, 0xee));
+    await writeFile(join(dir, 'small.img'), Buffer.alloc(img.length - 4096, 0xee));
+    const dev = attach(join(dir, 'device.img'));
+    if (dev.status !== 0) {
+      t.skip(`no loop device here (losetup: ${(dev.stderr || dev.error?.message || '').trim()})`);
+      return;
+    }
+    const device = dev.stdout.trim();
+    const small = attach(join(dir, 'small.img')).stdout.trim();
+    try {
+      const b = io(dir);
+      assert.equal(await runWorkerCli(['backup', '--repo', 'file:repo', '--vm', 'vm-1', '--disk', 'root=disk.img', '--json'], b), 0, b.err);
+      const rp = JSON.parse(b.out).restorePointId;
+      const refused = io(dir);
+      assert.equal(await runWorkerCli(['restore', '--repo', 'file:repo', '--restore-point', rp, '--disk', 'root', '--target', device], refused), 1);
+      assert.match(refused.err, /is a block device — pass --overwrite/);
+      const tooSmall = io(dir);
+      assert.equal(await runWorkerCli(['restore', '--repo', 'file:repo', '--restore-point', rp, '--disk', 'root', '--target', small, '--overwrite'], tooSmall), 1);
+      assert.match(tooSmall.err, /smaller than the disk/);
+
+      const r = io(dir);
+      assert.equal(await runWorkerCli(['restore', '--repo', 'file:repo', '--restore-point', rp, '--disk', 'root', '--target', device, '--overwrite', '--sync'], r), 0, r.err);
+      const { statSync } = await import('node:fs');
+      assert.ok(statSync(device).isBlockDevice(), 'the device node is still a device node');
+      const written = await readFile(join(dir, 'device.img'));
+      assert.equal(createHash('sha256').update(written.subarray(0, img.length)).digest('hex'), createHash('sha256').update(img).digest('hex'), 'the disk, zeros included, is on the device');
+      assert.equal(written[img.length], 0xee, 'past the disk the device is untouched');
+      assert.deepEqual((await readdir(dirname(device))).filter((f) => f.endsWith('.partial')), []);
+    } finally {
+      spawnSync('losetup', ['-d', device]);
+      if (small) spawnSync('losetup', ['-d', small]);
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -207,20 +207,95 @@ export interface ImageSinkOptions {
 /**
  * Writes a raw image. Blocks never written stay holes (read as zeros). The image
  * is assembled in `<path>.partial` and renamed into place by finish(), so a
- * failed restore never leaves a half-written file under the target name.
+ * failed restore never leaves a half-written file under the target name. A block
+ * device (with `overwrite`) is written in place instead (`createDeviceSink`).
  */
 export async function createImageSink(path: string, sizeBytes: number, opts: ImageSinkOptions = {}): Promise<BlockSink> {
   const blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
-  if (!opts.overwrite) {
-    const exists = await stat(path).then(() => true, () => false);
-    if (exists) throw new ValidationError(`${path} already exists — restore to a new path, or pass --overwrite to replace it`);
-  }
+  const existing = await stat(path).catch(() => undefined);
+  if (existing?.isBlockDevice()) return createDeviceSink(path, sizeBytes, blockSize, opts);
+  if (existing && !opts.overwrite) throw new ValidationError(`${path} already exists — restore to a new path, or pass --overwrite to replace it`);
+  if (existing && !existing.isFile()) throw new ValidationError(`${path} is neither a regular file nor a block device — restore to an image file or onto a disk device`);
   const partial = `${path}.partial`;
   const fh = await open(partial, 'w');
-  await fh.truncate(sizeBytes);
+  let blocks: BlockWriter;
+  try {
+    await fh.truncate(sizeBytes);
+    blocks = await blockWriter(fh, partial, blockSize, opts);
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    await rm(partial, { force: true });
+    throw e;
+  }
+  return {
+    blockSize,
+    writeBlock: blocks.write,
+    async finish(): Promise<string> {
+      await blocks.idle();
+      // Truncates away any padding a direct write of a short last block added.
+      await fh.truncate(sizeBytes);
+      if (opts.sync) await fh.sync();
+      await blocks.close();
+      await rename(partial, path);
+      return path;
+    },
+    async abort(): Promise<void> {
+      await blocks.idle().catch(() => undefined);
+      await blocks.close().catch(() => undefined);
+      await rm(partial, { force: true });
+    },
+  };
+}
+
+/**
+ * Writes a disk onto a block device, in place (`--target /dev/sdX --overwrite`): no partial
+ * file and no rename (a device node is not a file to replace), every block written — zeros too,
+ * since the device holds old data — and the device must be at least the disk's size.
+ */
+async function createDeviceSink(path: string, sizeBytes: number, blockSize: number, opts: ImageSinkOptions): Promise<BlockSink> {
+  if (!opts.overwrite) throw new ValidationError(`${path} is a block device — pass --overwrite to write the restored disk onto it (everything on it is replaced)`);
+  const fh = await open(path, 'r+');
+  let blocks: BlockWriter;
+  try {
+    // A block device reads nothing past its end: the disk's last byte must be readable.
+    const probe = Buffer.alloc(1);
+    const { bytesRead } = sizeBytes > 0 ? await fh.read(probe, 0, 1, sizeBytes - 1) : { bytesRead: 1 };
+    if (bytesRead !== 1) throw new ValidationError(`${path} is smaller than the disk (${sizeBytes} bytes) — restore onto a device at least that large`);
+    blocks = await blockWriter(fh, path, blockSize, opts);
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    throw e;
+  }
+  return {
+    blockSize,
+    hasBase: true,
+    writeBlock: blocks.write,
+    async finish(): Promise<string> {
+      await blocks.idle();
+      if (opts.sync) await fh.sync();
+      await blocks.close();
+      return path;
+    },
+    async abort(): Promise<void> {
+      // Nothing to take back: the device holds what was written so far (the error says the restore failed).
+      await blocks.idle().catch(() => undefined);
+      await blocks.close().catch(() => undefined);
+    },
+  };
+}
+
+interface BlockWriter {
+  write(index: number, data: Uint8Array): Promise<void>;
+  idle(): Promise<void>;
+  /** Closes the direct handle and `fh`. */
+  close(): Promise<void>;
+}
+
+/** Block writes to `fh` (and a direct-I/O handle on `path` where the filesystem allows it), grouped into vectored writes. */
+async function blockWriter(fh: FileHandle, path: string, blockSize: number, opts: ImageSinkOptions): Promise<BlockWriter> {
   // A second handle on the same file for direct writes; the buffered one writes when the
-  // filesystem refuses them, and finish() truncates away any padding of a short last block.
-  let direct = opts.direct !== false && blockSize % DIRECT_IO_ALIGNMENT === 0 ? await openDirect(partial, constants.O_WRONLY) : undefined;
+  // filesystem refuses them.
+  let direct = opts.direct !== false && blockSize % DIRECT_IO_ALIGNMENT === 0 ? await openDirect(path, constants.O_WRONLY) : undefined;
   let closed = false;
   const writeOne = async (index: number, data: Uint8Array) => {
     if (direct) {
@@ -250,26 +325,14 @@ export async function createImageSink(path: string, sizeBytes: number, opts: Ima
     for (const b of run) await writeOne(b.index, b.data);
   };
   const writer = createGroupWriter(writeRun, MAX_RUN_BLOCKS);
-  const closeAll = async () => {
-    closed = true;
-    await direct?.close();
-    await fh.close();
-  };
   return {
-    blockSize,
-    writeBlock: (index: number, data: Uint8Array) => writer.write(index, data),
-    async finish(): Promise<string> {
-      await writer.idle();
-      await fh.truncate(sizeBytes);
-      if (opts.sync) await fh.sync();
-      await closeAll();
-      await rename(partial, path);
-      return path;
-    },
-    async abort(): Promise<void> {
-      await writer.idle().catch(() => undefined);
-      if (!closed) await closeAll().catch(() => undefined);
-      await rm(partial, { force: true });
+    write: (index, data) => writer.write(index, data),
+    idle: () => writer.idle(),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await direct?.close();
+      await fh.close();
     },
   };
 }
