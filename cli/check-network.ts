@@ -11,7 +11,7 @@ import type { EC2Client } from '@aws-sdk/client-ec2';
 import type { TokenCredential } from '@azure/identity';
 import { parseConfigYaml, findPolicy, type Config, type Policy, type Placement } from '../shared/core/config.js';
 import { toError } from '../shared/core/errors.js';
-import { checkAwsNetwork, requiredAwsServices } from '../shared/core/network/aws-checks.js';
+import { checkAwsNetwork, requiredAwsServices, workerCallsKms } from '../shared/core/network/aws-checks.js';
 import { checkAzureNetwork, TENDER_DEPLOYMENT_TAG, normaliseLocation } from '../shared/core/network/azure-checks.js';
 import { formatFindingsJson, formatFindingsTable, toReport } from '../shared/core/network/report.js';
 import type { Finding } from '../shared/core/network/types.js';
@@ -162,8 +162,7 @@ async function runAws(values: Record<string, any>, io: CheckNetworkIo, deps: Che
   if (!subnet) throw new UsageError(`missing --worker-subnet (or worker.placement.${region}.subnet in tender.config.yaml)`);
   const sgs: string[] = values['worker-security-group'] ?? picked.placement?.securityGroups ?? [];
   const key = picked.policy?.repository.key as Record<string, unknown> | undefined;
-  const kms = values.kms === true || typeof key?.kmsKeyId === 'string';
-  const secretsManager = typeof key?.passphraseSecretArn === 'string';
+  const kms = values.kms === true || workerCallsKms(key);
 
   const model = values.from
     ? await readAwsNetworkFromDir(resolve(io.cwd, values.from), region)
@@ -176,7 +175,7 @@ async function runAws(values: Record<string, any>, io: CheckNetworkIo, deps: Che
     workerVpcId: values['worker-subnet'] ? undefined : picked.placement?.network,
     repositoryVpcIds: values['repository-vpc'] ?? [],
     applianceCidr: values['appliance-cidr'],
-    services: requiredAwsServices({ kms, secretsManager, extra: values.service }),
+    services: requiredAwsServices({ kms, extra: values.service }),
   });
 }
 

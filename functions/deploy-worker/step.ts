@@ -29,6 +29,7 @@ export async function runDeployWorker(rawInput: DeployWorkerInput, deps: Pick<St
     placement: run.worker.placement[vm.region],
     privateNetwork: run.worker.privateNetwork,
     tags,
+    repositoryKey: run.repository.key,
   });
   deps.logger.info('worker deployed', { runId: run.runId, vmId: vm.vmId, workerId: ref.workerId, profile: profile.name });
   return {

@@ -40,7 +40,7 @@ import {
   NotReadyError,
   WorkerFailedError,
 } from '../core/errors.js';
-import { checkAwsNetwork, requiredAwsServices } from '../core/network/aws-checks.js';
+import { checkAwsNetwork, requiredAwsServices, workerCallsKms } from '../core/network/aws-checks.js';
 import { failedChecks } from '../core/network/report.js';
 import type { AwsNetworkModel } from '../core/network/types.js';
 import { awsCall, awsErrorName, isAwsNotFound, normaliseAwsError } from './aws-errors.js';
@@ -83,8 +83,6 @@ export interface Ec2WorkersOptions {
   readNetwork?: (region: string) => Promise<AwsNetworkModel>;
   /** VPCs whose S3 interface endpoint serves the repository, reached by peering (seed 002). */
   repositoryVpcIds?: string[];
-  /** The repository key is a KMS key / a secret: the worker needs those endpoints too. */
-  preflightServices?: { kms?: boolean; secretsManager?: boolean };
   bundleUrlTtlSeconds?: number;
   installTimeoutMs?: number;
   pollMs?: number;
@@ -184,8 +182,8 @@ export function createEc2Workers(opts: Ec2WorkersOptions): Ec2Workers {
     const key = `${region}|${p.subnet}|${p.securityGroups.join(',')}|${p.network ?? ''}`;
     if ((preflightCache.get(key) ?? 0) > clock.now().getTime()) return;
     const model = await opts.readNetwork(region);
-    // This deployment talks to workers over SQS, not Step Functions task tokens: no states endpoint needed.
-    const services = requiredAwsServices(opts.preflightServices).filter((s) => s.service !== 'states');
+    // A KMS key that wraps the repository key is called by the worker itself: its endpoint too.
+    const services = requiredAwsServices({ kms: workerCallsKms(req.repositoryKey) });
     const findings = checkAwsNetwork(model, {
       region,
       workerSubnetId: p.subnet,

@@ -89,6 +89,8 @@ export interface DeployWorkerRequest {
   /** No public IP, endpoints only. */
   privateNetwork: boolean;
   tags: Tags;
+  /** The repository key reference (never a secret): which endpoints a private worker needs for it. */
+  repositoryKey?: KeyRef;
 }
 
 export interface Workers {

@@ -129,7 +129,7 @@ test('deployWorker: no placement for the Region is a ConfigError; in private mod
   const model = await readAwsNetworkFromDir(`${FIXTURES}${EXAMPLE1.dir}`, REGION);
   const placement = { subnet: EXAMPLE1.input.workerSubnetId, securityGroups: EXAMPLE1.input.workerSecurityGroupIds, network: EXAMPLE1.workerVpcId };
   // Prepare: the seed's example-1 network passes as is…
-  const { workers } = setup({ workers: { preflight: 'enforce', readNetwork: async () => model, repositoryVpcIds: EXAMPLE1.repoVpcIds, preflightServices: { kms: true } } });
+  const { workers } = setup({ workers: { preflight: 'enforce', readNetwork: async () => model, repositoryVpcIds: EXAMPLE1.repoVpcIds } });
   await assert.rejects(workers.deployWorker(request({ placement: undefined })), ConfigError);
   const ok = await workers.deployWorker(request({ placement }));
   assert.ok(ok.workerId);
@@ -137,9 +137,17 @@ test('deployWorker: no placement for the Region is a ConfigError; in private mod
   const broken = structuredClone(model);
   broken.endpoints = broken.endpoints.filter((e) => !e.serviceName.endsWith('.sqs'));
   fake.restore();
-  const again = setup({ workers: { preflight: 'enforce', readNetwork: async () => broken, repositoryVpcIds: EXAMPLE1.repoVpcIds, preflightServices: { kms: true } } });
+  const again = setup({ workers: { preflight: 'enforce', readNetwork: async () => broken, repositoryVpcIds: EXAMPLE1.repoVpcIds } });
   await assert.rejects(again.workers.deployWorker(request({ placement, runId: 'r2' })), (e: Error) => e instanceof NetworkPreflightError && /endpoint\.sqs/.test(e.message));
   assert.equal(fake.mocks.ec2.commandCalls(RunInstancesCommand).length, 0, 'no worker started');
+  // Without a kms endpoint: a repository key KMS wraps needs one (the worker calls KMS), a
+  // passphrase in SSM does not (SSM decrypts it).
+  const noKms = structuredClone(model);
+  noKms.endpoints = noKms.endpoints.filter((e) => !e.serviceName.endsWith('.kms'));
+  fake.restore();
+  const third = setup({ workers: { preflight: 'enforce', readNetwork: async () => noKms, repositoryVpcIds: EXAMPLE1.repoVpcIds } });
+  await assert.rejects(third.workers.deployWorker(request({ placement, runId: 'r3', repositoryKey: { kmsKeyId: 'arn:aws:kms:eu-west-1:111122223333:key/k' } })), (e: Error) => e instanceof NetworkPreflightError && /endpoint\.kms/.test(e.message));
+  assert.ok((await third.workers.deployWorker(request({ placement, runId: 'r4', repositoryKey: { kmsKeyId: 'k', passphraseSecretArn: 'arn:aws:ssm:eu-west-1:111122223333:parameter/p' } }))).workerId);
 });
 
 test('getWorkerState: starting while pending or not yet online in SSM, ready once online, failed when stopped, gone when terminated or unknown', async () => {

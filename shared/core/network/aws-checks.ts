@@ -32,7 +32,6 @@ export const AWS_WORKER_SERVICES: readonly AwsWorkerService[] = [
   { service: 'ec2messages', reason: 'the SSM agent receives commands and returns their output through it' },
   { service: 'ebs', reason: 'EBS direct APIs: the worker reads snapshot blocks (ListChangedBlocks, GetSnapshotBlock)' },
   { service: 'sqs', reason: 'the worker reports progress and its result on the run’s queue' },
-  { service: 'states', reason: 'the worker ends its Step Functions task with the task token (SendTaskSuccess/Failure, heartbeats)' },
   { service: 'sts', reason: 'regional STS: the SDK on the worker resolves and assumes its role (AssumeRole, GetCallerIdentity)' },
 ];
 
@@ -40,16 +39,21 @@ export const AWS_KMS_SERVICE: AwsWorkerService = {
   service: 'kms',
   reason: 'the repository key is a KMS key: the worker decrypts the repository data key with it',
 };
-export const AWS_SECRETS_SERVICE: AwsWorkerService = {
-  service: 'secretsmanager',
-  reason: 'the repository passphrase is a Secrets Manager secret the worker reads',
-};
+
+/**
+ * Whether a worker calls KMS itself for this repository key: only when the KMS key wraps the
+ * repository's master key ({ kmsKeyId } alone). A passphrase in SSM (a SecureString, or a Secrets
+ * Manager secret through SSM's /aws/reference/secretsmanager/ bridge) is read with one SSM call;
+ * SSM decrypts it and reads Secrets Manager itself, so the worker needs neither endpoint.
+ */
+export function workerCallsKms(key: Record<string, unknown> | undefined): boolean {
+  return typeof key?.kmsKeyId === 'string' && key.passphraseSecretArn === undefined;
+}
 
 /** The services a private worker needs for a repository key of this kind. */
-export function requiredAwsServices(opts: { kms?: boolean; secretsManager?: boolean; extra?: string[] } = {}): AwsWorkerService[] {
+export function requiredAwsServices(opts: { kms?: boolean; extra?: string[] } = {}): AwsWorkerService[] {
   const list = [...AWS_WORKER_SERVICES];
   if (opts.kms) list.push(AWS_KMS_SERVICE);
-  if (opts.secretsManager) list.push(AWS_SECRETS_SERVICE);
   for (const s of opts.extra ?? []) {
     if (s !== 's3' && !list.some((x) => x.service === s)) list.push({ service: s, reason: 'asked for with --service' });
   }
@@ -465,7 +469,7 @@ export function checkAwsNetwork(model: AwsNetworkModel, input: AwsCheckInput): F
 export function preflightAws(
   model: AwsNetworkModel,
   placement: Placement,
-  opts: { region?: string; repositoryVpcIds?: string[]; applianceCidr?: string; kms?: boolean; secretsManager?: boolean } = {},
+  opts: { region?: string; repositoryVpcIds?: string[]; applianceCidr?: string; kms?: boolean } = {},
 ): Finding[] {
   return checkAwsNetwork(model, {
     region: opts.region ?? model.region,
@@ -474,6 +478,6 @@ export function preflightAws(
     workerVpcId: placement.network,
     repositoryVpcIds: opts.repositoryVpcIds,
     applianceCidr: opts.applianceCidr,
-    services: requiredAwsServices({ kms: opts.kms, secretsManager: opts.secretsManager }),
+    services: requiredAwsServices({ kms: opts.kms }),
   });
 }

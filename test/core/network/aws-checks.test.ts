@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkAwsNetwork, preflightAws, requiredAwsServices, AWS_WORKER_SERVICES } from '../../../shared/core/network/aws-checks.js';
+import { checkAwsNetwork, preflightAws, requiredAwsServices, workerCallsKms, AWS_WORKER_SERVICES } from '../../../shared/core/network/aws-checks.js';
 import { assertPreflight, failedChecks, toReport } from '../../../shared/core/network/report.js';
 import { NetworkPreflightError } from '../../../shared/core/errors.js';
 import { awsModel, clone, EXAMPLE1, EXAMPLE2, loadAwsRaw, type AwsRaw } from './fixtures.js';
@@ -284,9 +284,16 @@ describe('AWS network checks, details', () => {
   });
 
   test('the documented service list is the default', () => {
-    assert.deepEqual(requiredAwsServices().map((s) => s.service), ['ssm', 'ssmmessages', 'ec2messages', 'ebs', 'sqs', 'states', 'sts']);
+    // No states endpoint: workers talk to the pipeline over SQS, never Step Functions.
+    assert.deepEqual(requiredAwsServices().map((s) => s.service), ['ssm', 'ssmmessages', 'ec2messages', 'ebs', 'sqs', 'sts']);
     assert.ok(AWS_WORKER_SERVICES.every((s) => s.reason.length > 10));
-    assert.deepEqual(requiredAwsServices({ kms: true, secretsManager: true }).slice(-2).map((s) => s.service), ['kms', 'secretsmanager']);
+    assert.deepEqual(requiredAwsServices({ kms: true }).at(-1)!.service, 'kms');
+    // The worker calls KMS only when the KMS key wraps the repository key; a passphrase in SSM
+    // (SecureString or a Secrets Manager secret through SSM's bridge) is decrypted by SSM.
+    assert.equal(workerCallsKms({ kmsKeyId: 'k' }), true);
+    assert.equal(workerCallsKms({ kmsKeyId: 'k', passphraseSecretArn: 'arn:aws:ssm:eu-west-1:1:parameter/p' }), false);
+    assert.equal(workerCallsKms({ kmsKeyId: 'k', passphraseSecretArn: 'arn:aws:secretsmanager:eu-west-1:1:secret:p' }), false);
+    assert.equal(workerCallsKms({ passphraseEnv: 'X' }), false);
   });
 
   test('an endpoint with no interface in the worker’s zone is a warning, not a failure', () => {
