@@ -59,7 +59,7 @@ export const CHECK_NETWORK_HELP = `Usage:
 Says, before any worker starts, what a worker without a public IP would be missing
 (private endpoints, DNS, security rules, peering, routes) and the concrete fix for each.
 
-Placement: flags win; what is not given comes from tender.config.yaml (or --config FILE):
+Placement: flags win; what is not given comes from tender.config.yaml (or --config FILE, or TENDER_CONFIG):
 the policy's worker.placement[region] gives subnet, securityGroups and network. With
 several policies, --policy NAME picks one; with one placement region, --region may be left out.
 
@@ -153,8 +153,8 @@ function pickPlacement(cfg: Config | undefined, provider: 'aws' | 'azure', polic
 }
 
 async function runAws(values: Record<string, any>, io: CheckNetworkIo, deps: CheckNetworkDeps): Promise<Finding[]> {
-  const configPath = resolve(io.cwd, values.config ?? 'tender.config.yaml');
-  const cfg = await loadConfig(configPath, values.config !== undefined);
+  const configPath = resolve(io.cwd, values.config ?? io.env.TENDER_CONFIG ?? 'tender.config.yaml');
+  const cfg = await loadConfig(configPath, (values.config ?? io.env.TENDER_CONFIG) !== undefined);
   const picked = pickPlacement(cfg, 'aws', values.policy, values.region);
   const region: string | undefined = values.region ?? picked.region ?? io.env.AWS_REGION ?? io.env.AWS_DEFAULT_REGION;
   if (!region) throw new UsageError('missing --region (or a worker.placement region in tender.config.yaml, or AWS_REGION)');
@@ -180,8 +180,8 @@ async function runAws(values: Record<string, any>, io: CheckNetworkIo, deps: Che
 }
 
 async function runAzure(values: Record<string, any>, io: CheckNetworkIo, deps: CheckNetworkDeps): Promise<Finding[]> {
-  const configPath = resolve(io.cwd, values.config ?? 'tender.config.yaml');
-  const cfg = await loadConfig(configPath, values.config !== undefined);
+  const configPath = resolve(io.cwd, values.config ?? io.env.TENDER_CONFIG ?? 'tender.config.yaml');
+  const cfg = await loadConfig(configPath, (values.config ?? io.env.TENDER_CONFIG) !== undefined);
   const picked = pickPlacement(cfg, 'azure', values.policy, values.region);
   const region: string | undefined = values.region ?? picked.region;
   if (!region) throw new UsageError('missing --region (or a worker.placement region in tender.config.yaml)');

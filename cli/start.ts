@@ -213,8 +213,23 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   return { first, second, restoredSha256, snapshotSha256, seconds };
 }
 
+export const START_HELP = `Usage: npm start [-- --help]
+
+Runs the whole backup pipeline on this machine, with no cloud account: the same state machine
+(statemachines/backup.asl.json) in-process, disks as raw ext4 images, the worker a child process,
+the repository a local folder. It makes three demo VMs (once), backs them up (full), changes files
+on one and backs up again (incremental), lists the restore points, restores one disk and checks it
+against its snapshot (sha256 and e2fsck -fn).
+
+  TENDER_DEMO_DIR   where the demo lives (default: .tender/demo in the project)
+
+Exit code 0 when the restored disk is the snapshot, bit for bit; 1 otherwise.
+`;
+
 const isMain = process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname);
-if (isMain) {
+if (isMain && (process.argv.includes('--help') || process.argv.includes('-h'))) {
+  process.stdout.write(START_HELP);
+} else if (isMain) {
   runDemo({
     dir: process.env.TENDER_DEMO_DIR ? resolve(process.env.TENDER_DEMO_DIR) : join(PROJECT_ROOT, '.tender', 'demo'),
     out: (s) => process.stdout.write(s),

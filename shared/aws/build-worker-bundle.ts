@@ -10,7 +10,7 @@
 //   node --import tsx shared/aws/build-worker-bundle.ts [--out dist/aws-worker] [--node-dir DIR]
 //
 // zstd-napi's binding is compiled for the machine that ran `npm ci`: build on
-// Linux x86_64 with glibc ≤ the worker AMI's (Amazon Linux 2023: 2.34), or on
+// Linux x86_64 into a binding that needs no glibc symbol newer than the worker AMI's (Amazon Linux 2023: 2.34; checked), or on
 // arm64 for Graviton workers. The build says which it packed.
 
 import { createHash } from 'node:crypto';
@@ -32,7 +32,7 @@ export interface AwsWorkerBundle {
   sha256: string;
   bytes: number;
   /** What to upload as worker/manifest.json. */
-  manifest: { key: string; sha256: string; bytes: number; platform: string; zstdNapi: string; node: string };
+  manifest: { key: string; sha256: string; bytes: number; platform: string; zstdNapi: string; node: string; glibc?: string };
 }
 
 const ZSTD_RUNTIME = ['package.json', 'binding.js', 'dist', 'build/Release/binding.node', 'LICENSE', 'NOTICE'];
@@ -73,6 +73,10 @@ export async function buildAwsWorkerBundle(opts: { outDir: string; root?: string
   if (!existsSync(join(zstdDir, 'build', 'Release', 'binding.node'))) {
     throw new ConfigError(`${zstdDir}/build/Release/binding.node is missing: run npm ci (zstd-napi's install script must be allowed) before building the worker bundle`);
   }
+  const glibc = glibcNeeded(await readFile(join(zstdDir, 'build', 'Release', 'binding.node')));
+  if (glibc && compareVersions(glibc, WORKER_AMI_GLIBC) > 0) {
+    throw new ConfigError(`zstd-napi's binding needs glibc ${glibc}, newer than the worker AMI's ${WORKER_AMI_GLIBC} (Amazon Linux 2023): it would not load there — run npm ci and this build on an older Linux (Amazon Linux 2023, Debian 11 or 12)`);
+  }
   for (const f of ZSTD_RUNTIME) {
     const from = join(zstdDir, f);
     if (existsSync(from)) await cp(from, join(tree, 'node_modules', 'zstd-napi', f), { recursive: true });
@@ -92,9 +96,32 @@ export async function buildAwsWorkerBundle(opts: { outDir: string; root?: string
   await cp(tmp, path);
   await rm(tmp, { force: true });
   const zstdVersion = JSON.parse(await readFile(join(zstdDir, 'package.json'), 'utf8')).version as string;
-  const manifest = { key: `worker/${name}`, sha256, bytes: bytes.byteLength, platform: `${platform()}-${arch()}`, zstdNapi: zstdVersion, node };
+  const manifest = { key: `worker/${name}`, sha256, bytes: bytes.byteLength, platform: `${platform()}-${arch()}`, zstdNapi: zstdVersion, node, ...(glibc ? { glibc } : {}) };
   await writeFile(join(outDir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
   return { path, sha256, bytes: (await stat(path)).size, manifest };
+}
+
+/** The glibc of the worker AMI (Amazon Linux 2023): a binding needing newer symbols does not load there. */
+export const WORKER_AMI_GLIBC = '2.34';
+
+/**
+ * The newest glibc symbol version an ELF binary asks for (its GLIBC_x.y version needs), or
+ * undefined when it names none. What decides where it loads is this, not the build machine's
+ * glibc: a binding built on Debian 12 (glibc 2.36) may need only 2.34.
+ */
+export function glibcNeeded(binary: Uint8Array): string | undefined {
+  let best: string | undefined;
+  for (const m of Buffer.from(binary.buffer, binary.byteOffset, binary.byteLength).toString('latin1').matchAll(/GLIBC_(\d+\.\d+(?:\.\d+)?)\0/g)) {
+    if (!best || compareVersions(m[1]!, best) > 0) best = m[1]!;
+  }
+  return best;
+}
+
+function compareVersions(a: string, b: string): number {
+  const x = a.split('.').map(Number);
+  const y = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(x.length, y.length); i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
+  return 0;
 }
 
 const isMain = process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url);

@@ -37,3 +37,14 @@ test('bundle: agent + zstd-napi runtime in a tar.gz whose sha256 is in the manif
     rmSync(out, { recursive: true, force: true });
   }
 });
+
+test('bundle: the zstd binding must load on the worker AMI — the newest glibc symbol it needs is read from the binary, not the build machine', async () => {
+  const { glibcNeeded, WORKER_AMI_GLIBC } = await import('../../shared/aws/build-worker-bundle.js');
+  const elf = (...versions: string[]) => Buffer.from(`\x7fELF...${versions.map((v) => `GLIBC_${v}\0`).join('junk')}...`, 'latin1');
+  assert.equal(glibcNeeded(elf('2.2.5', '2.14', '2.34', '2.3.4')), '2.34');
+  assert.equal(glibcNeeded(elf('2.2.5', '2.38')), '2.38');
+  assert.equal(glibcNeeded(Buffer.from('no versions here')), undefined);
+  // The binding npm ci built here loads on Amazon Linux 2023.
+  const needed = glibcNeeded(readFileSync(join(new URL('../..', import.meta.url).pathname, 'node_modules/zstd-napi/build/Release/binding.node')));
+  assert.ok(needed && Number(needed.split('.')[1]) <= Number(WORKER_AMI_GLIBC.split('.')[1]), `needs glibc ${needed}`);
+});
