@@ -17,6 +17,7 @@ export async function runSnapshot(rawInput: SnapshotInput, deps: Pick<StepDeps, 
     runId: run.runId,
     vm,
     tags: { ...run.tags, ...tenderTags({ applianceId: run.applianceId, policyId: run.policyId, policyName: run.policy, runId: run.runId, vmId: vm.vmId }) },
+    privateNetwork: run.worker.privateNetwork,
   });
   if (set.state === 'failed') throw new SnapshotFailedError(`snapshot set ${set.setId} of VM ${vm.vmId} failed: ${set.failureReason ?? 'no reason given'} — check the VM's disks and run again`);
   deps.logger.info('snapshot set started', { runId: run.runId, vmId: vm.vmId, setId: set.setId, state: set.state });

@@ -207,8 +207,8 @@ export function createRegions(opts: { arm: ArmClients; settings: AzureSettings; 
       const zones = settings.privateDnsZoneIds;
       await ensureEndpoint(placement, account.id, 'blob', zones.blob);
       await ensureEndpoint(placement, account.id, 'queue', zones.queue);
-      // Snapshots are exported through the disk access only in a private deployment.
-      if (!settings.privateNetwork) return { ...placement, account };
+      // A private policy's snapshots are exported through the disk access (snapshots.ts): its
+      // worker reads them through the disk access's private endpoint.
       const diskAccessId = await regions.diskAccess(region);
       await ensureEndpoint(placement, diskAccessId, 'disks', zones.blob);
       return { ...placement, account, diskAccessId };

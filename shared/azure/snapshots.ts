@@ -132,11 +132,13 @@ export function createAzureSnapshots(opts: AzureSnapshotsOptions): Snapshots {
       return Promise.all(unique.map(toVm));
     },
 
-    async createSnapshotSet({ runId, vm, tags }): Promise<SnapshotSet> {
+    async createSnapshotSet({ runId, vm, tags, privateNetwork }): Promise<SnapshotSet> {
       const setId = snapshotSetIdOf(runId, vm.vmId);
       const existing = await setMembers((s) => s.tags?.[SET_TAG] === setId);
       const createdAt = existing[0]?.tags?.[CREATED_TAG] ?? opts.clock.now().toISOString();
-      const diskAccessId = opts.settings.privateNetwork ? await opts.regions.diskAccess(vm.region) : undefined;
+      // Exported only through the disk access when the deployment or the policy is private: a
+      // private policy's snapshot SAS must not work from the internet, whatever the app setting.
+      const diskAccessId = opts.settings.privateNetwork || privateNetwork === true ? await opts.regions.diskAccess(vm.region) : undefined;
       const made: Snapshot[] = [];
       for (const [i, d] of vm.disks.entries()) {
         const name = snapshotNameOf(setId, i);

@@ -65,7 +65,8 @@ export interface Snapshots {
    * `tags` plus the run and VM ids so the set is found again as one unit.
    * Idempotent per (runId, vmId): a second call returns the existing set.
    */
-  createSnapshotSet(req: { runId: string; vm: Vm; tags: Tags }): Promise<SnapshotSet>;
+  /** `privateNetwork`: the policy's workers have no public IP, so the snapshots must not be readable from the internet either. */
+  createSnapshotSet(req: { runId: string; vm: Vm; tags: Tags; privateNetwork?: boolean }): Promise<SnapshotSet>;
   /** Current state of the set. Throws NotFoundError when it is gone. */
   getSnapshotSet(setId: string): Promise<SnapshotSet>;
   /** Every Tender snapshot set of this VM, oldest first. */

@@ -53,11 +53,14 @@ test('handler: an event that does not match the schema is a ValidationError nami
   await assert.rejects(handler({ run: runContext(), vm: { ...fakeVm('i-1'), tags: {} } }, ctx), { name: 'TransientError' });
 });
 
-test('planBackup: a schedule\'s { policyName } is resolved to the deployed policy; a full policy is taken as given', async () => {
+test('planBackup: a schedule\'s { policyName } is resolved to the deployed policy; a policy given in full is refused', async () => {
   const source = { load: async (name: string) => ({ applianceId: 'acme', policy: { ...awsPolicy, name } }) };
   assert.deepEqual(await resolvePolicyName({ policyName: 'web', runId: 'r7' }, source), { runId: 'r7', applianceId: 'acme', policy: { ...awsPolicy, name: 'web' } });
-  const full = { applianceId: 'x', policy: awsPolicy };
-  assert.equal(await resolvePolicyName(full, source), full);
+  // Whoever may start an execution must not choose where workers run or what they reach.
+  const full = { applianceId: 'x', policy: { ...awsPolicy, worker: { ...awsPolicy.worker, privateNetwork: false } } };
+  await assert.rejects(resolvePolicyName(full, source), (e: Error) => e.name === 'ValidationError' && /only deployed policies/.test(e.message));
+  await assert.rejects(resolvePolicyName({ policyName: 'web', policy: awsPolicy }, source), { name: 'ValidationError' });
+  await assert.rejects(resolvePolicyName({}, source), (e: Error) => e.name === 'ValidationError' && /policyName/.test(e.message));
   const d = deps();
   const handler = awsHandler('planBackup', PlanBackupInput, PlanBackupOutput, runPlanBackup, { deps: () => d, prepare: (e) => resolvePolicyName(e, source) });
   const out = await handler({ policyName: 'web', runId: 'r7' }, ctx);

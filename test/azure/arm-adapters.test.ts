@@ -117,8 +117,13 @@ test('getSnapshotSet: pending while Azure copies, ready when every disk is copie
   assert.equal(second.disks[0]!.diskId, vm!.disks[0]!.diskId);
   assert.equal(failed.state, 'failed');
   assert.match(failed.failureReason!, /Failed/);
-  assert.ok([...w.snapshots.values()].every((s) => s.networkAccessPolicy === undefined), 'public deployment: default export policy');
-  assert.deepEqual((await snaps.listSnapshotSets(vm!.vmId)).map((s) => s.setId), [set.setId]);
+  assert.ok([...w.snapshots.values()].every((s) => s.networkAccessPolicy === undefined), 'public deployment, public policy: default export policy');
+  // A private policy in a deployment set public: still exported through the disk access only.
+  const priv = await snaps.createSnapshotSet({ runId: 'r2', vm: vm!, tags: {}, privateNetwork: true });
+  const privSnaps = [...w.snapshots.values()].filter((s) => s.tags['tender:set'] === priv.setId);
+  assert.equal(privSnaps.length, 2);
+  assert.ok(privSnaps.every((s) => s.networkAccessPolicy === 'AllowPrivate' && /diskAccesses\//.test(s.diskAccessId)), 'a private policy\'s snapshots are private');
+  assert.deepEqual((await snaps.listSnapshotSets(vm!.vmId)).map((s) => s.setId).sort(), [set.setId, priv.setId].sort());
   await assert.rejects(snaps.getSnapshotSet('ss-nope'), NotFoundError);
 });
 
