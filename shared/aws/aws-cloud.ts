@@ -55,7 +55,8 @@ export function createAwsCloud(opts: AwsCloudOptions): AwsCloud {
   const channel = createSqsChannel({
     clients,
     snapshotClients,
-    snapshotRole: s.snapshotRole,
+    // What the worker assumes to read production snapshots: the read-only role when there is one.
+    snapshotRole: s.workerSnapshotRole ?? s.snapshotRole,
     configBucket,
     namePrefix: s.namePrefix,
     regions: s.regions,

@@ -31,6 +31,12 @@ export interface DeployInputs {
   config?: Config;
   /** Cross-account: the production account's role the snapshot steps assume. */
   snapshotRoleArn?: string;
+  /**
+   * Cross-account: a second, read-only role in the production account that workers assume to
+   * read snapshots (EBS direct reads only). Without it workers assume the snapshot role, which
+   * can also create, tag and delete snapshots.
+   */
+  workerSnapshotRoleArn?: string;
   /** An SSM parameter name replacing the public AMI parameter (TENDER_WORKER_AMI starting with "/"). */
   amiParameter?: string;
   /** A custom AMI (id or parameter): no owner condition on ec2:RunInstances' image. */
@@ -276,7 +282,7 @@ export function buildDeployment(inp: DeployInputs) {
     allow(['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility'], queues('-job')),
     allow(['sqs:SendMessage'], queues('-status')),
     ...(inp.snapshotRoleArn
-      ? assumeSnapshotRole
+      ? [allow(['sts:AssumeRole'], inp.workerSnapshotRoleArn ?? inp.snapshotRoleArn)]
       : [allow(['ebs:ListSnapshotBlocks', 'ebs:ListChangedBlocks', 'ebs:GetSnapshotBlock'], snapshots, { StringEquals: { [`aws:ResourceTag/${TAG.reader}`]: sourceInstance } })]),
     ...(reposForWorker.length
       ? [

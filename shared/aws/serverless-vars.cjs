@@ -6,6 +6,7 @@
 //   TENDER_CONFIG               config file (default ./tender.config.yaml); none: no schedules
 //   TENDER_REGIONS              Regions with VMs to back up (default: the deploy Region)
 //   TENDER_SNAPSHOT_ROLE_ARN    cross-account: the production account's role
+//   TENDER_WORKER_SNAPSHOT_ROLE_ARN  cross-account: its read-only role for workers
 //   TENDER_WORKER_AMI           an AMI id or an SSM parameter name instead of the public one
 //   TENDER_REPOSITORY_BUCKET    create this repository bucket in the stack, with
 //   TENDER_REPOSITORY_OBJECT_LOCK_DAYS (0 = none), TENDER_REPOSITORY_OBJECT_LOCK_MODE
@@ -32,6 +33,7 @@ module.exports = async ({ resolveVariable }) => {
     regions: (env.TENDER_REGIONS || '').split(',').map((s) => s.trim()).filter(Boolean),
     config,
     snapshotRoleArn: env.TENDER_SNAPSHOT_ROLE_ARN || undefined,
+    workerSnapshotRoleArn: env.TENDER_WORKER_SNAPSHOT_ROLE_ARN || undefined,
     amiParameter: ami.startsWith('/') ? ami : undefined,
     customAmi: ami !== '',
     repositoryBucket: env.TENDER_REPOSITORY_BUCKET

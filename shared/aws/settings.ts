@@ -15,6 +15,8 @@ export const AwsSettingsSchema = z.object({
   workerOs: z.enum(['al2023', 'ubuntu2204']).default('al2023'),
   workerAmi: z.string().optional(),
   snapshotRole: z.object({ roleArn: z.string().min(1), externalId: z.string().optional() }).optional(),
+  /** Cross-account: the read-only production role workers assume (default: snapshotRole). */
+  workerSnapshotRole: z.object({ roleArn: z.string().min(1), externalId: z.string().optional() }).optional(),
   heartbeatTimeoutSeconds: z.number().int().min(30).default(300),
   networkPreflight: z.enum(['enforce', 'warn', 'off']).default('enforce'),
   /** VPCs whose S3 interface endpoint serves the repository (peered; seed 002). Empty: the worker's VPC. */
@@ -35,6 +37,8 @@ export function awsSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): AwsSet
     workerOs: env.TENDER_WORKER_OS || undefined,
     workerAmi: env.TENDER_WORKER_AMI || undefined,
     snapshotRole: env.TENDER_SNAPSHOT_ROLE_ARN ? { roleArn: env.TENDER_SNAPSHOT_ROLE_ARN, ...(env.TENDER_SNAPSHOT_EXTERNAL_ID ? { externalId: env.TENDER_SNAPSHOT_EXTERNAL_ID } : {}) } : undefined,
+    workerSnapshotRole:
+      env.TENDER_SNAPSHOT_ROLE_ARN && env.TENDER_WORKER_SNAPSHOT_ROLE_ARN ? { roleArn: env.TENDER_WORKER_SNAPSHOT_ROLE_ARN, ...(env.TENDER_SNAPSHOT_EXTERNAL_ID ? { externalId: env.TENDER_SNAPSHOT_EXTERNAL_ID } : {}) } : undefined,
     heartbeatTimeoutSeconds: env.TENDER_HEARTBEAT_TIMEOUT_SECONDS ? Number(env.TENDER_HEARTBEAT_TIMEOUT_SECONDS) : undefined,
     networkPreflight: env.TENDER_NETWORK_PREFLIGHT || undefined,
     repositoryVpcIds: (env.TENDER_REPOSITORY_VPC_IDS || '').split(',').map((s) => s.trim()).filter(Boolean),

@@ -77,6 +77,7 @@ export interface SqsChannelOptions {
   clients: Pick<ClientsFor, 'sqs' | 'ec2'>;
   /** Clients acting where the snapshots are (the production account's role, or the same as `clients`). */
   snapshotClients: Pick<ClientsFor, 'ec2'>;
+  /** The production role the worker assumes to read snapshots (cross-account), sent in its job. */
   snapshotRole?: AssumedRole;
   configBucket: ConfigBucket;
   namePrefix: string;

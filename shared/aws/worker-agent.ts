@@ -148,7 +148,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
     import('../../worker/store-from-url.js'),
     import('./repository-key.js'),
   ]);
-  const credentials = msg.aws.snapshotRole ? assumeRoleCredentials({ ...msg.aws.snapshotRole, sessionName: `tender-worker-${env.TENDER_WORKER_ID ?? 'x'}` }) : undefined;
+  // 15-minute sessions, renewed as they run out: what a worker holds stays valid minutes after revoke, not an hour.
+  const credentials = msg.aws.snapshotRole ? assumeRoleCredentials({ ...msg.aws.snapshotRole, sessionName: `tender-worker-${env.TENDER_WORKER_ID ?? 'x'}`, durationSeconds: 900 }) : undefined;
   const ebs = new EBSClient({
     region: msg.aws.region,
     maxAttempts: 1,

@@ -24,12 +24,12 @@ afterEach(() => {
 
 const result: BackupResult = { restorePointId: 'rp-1', seconds: 3, disks: [{ diskId: 'vol-1', sizeBytes: 8 << 30, blocksRead: 10, bytesRead: 10 << 19, blocksNew: 10, bytesStored: 1 << 20, incremental: false }] };
 
-async function setup() {
+async function setup(over: Partial<typeof settings> = {}) {
   fake = createFakeAws({ snapshotPolls: 0, bootPolls: 0 });
   uploadBundle(fake);
   fake.addVm('i-0aaaaaaaaaaaaaaa1', { Name: 'web-1', backup: 'web' }, [{ device: '/dev/xvda', sizeGiB: 8 }]);
   const clock = fixedClock('2024-05-01T02:00:00Z');
-  const cloud = createAwsCloud({ settings, clients: sameClients(fake.clients), s3: fake.clients.s3, clock, presign: testPresign, pollMs: 1000, restorePoints: { list: async () => [], forget: async () => {} } });
+  const cloud = createAwsCloud({ settings: { ...settings, ...over }, clients: sameClients(fake.clients), snapshotClients: sameClients(fake.clients), s3: fake.clients.s3, clock, presign: testPresign, pollMs: 1000, restorePoints: { list: async () => [], forget: async () => {} } });
   const [vm] = await cloud.snapshots.findVms({ ids: ['i-0aaaaaaaaaaaaaaa1'] });
   const parent = await cloud.snapshots.createSnapshotSet({ runId: 'r0', vm: vm!, tags: { 'tender:appliance': 'acme' } });
   const set = await cloud.snapshots.createSnapshotSet({ runId: 'r1', vm: vm!, tags: { 'tender:appliance': 'acme' } });
@@ -172,6 +172,21 @@ test('revokeAccess: staged objects that will not delete do not keep the snapshot
   const { revoked } = await cloud.access.revokeAccess({ runId: 'r1', vmId: vm.vmId });
   assert.ok(revoked.some((r) => r.includes('staging/r1/')));
   assert.equal([...fake.world.objects.keys()].filter((k) => k.startsWith('staging/')).length, 0);
+});
+
+test('startJob, cross-account: the job names the read-only production role for the worker when there is one, never the snapshot role', async () => {
+  const snapshotRole = { roleArn: 'arn:aws:iam::222233334444:role/TenderSnapshots', externalId: 'ext-1' };
+  const workerSnapshotRole = { roleArn: 'arn:aws:iam::222233334444:role/TenderWorkerReads', externalId: 'ext-1' };
+  for (const [over, expected] of [
+    [{ snapshotRole, workerSnapshotRole }, workerSnapshotRole],
+    [{ snapshotRole }, snapshotRole],
+  ] as const) {
+    const { cloud, worker, job } = await setup(over);
+    await cloud.channel.startJob(worker, job);
+    const jobQueue = [...fake.world.queues.values()].find((q) => q.name.endsWith('-job'))!;
+    assert.deepEqual((JSON.parse(jobQueue.messages[0]!.body) as JobMessage).aws.snapshotRole, expected);
+    fake.restore();
+  }
 });
 
 test('the agent: takes one job, reports running then the result; a revoked queue ends it without a job', async () => {

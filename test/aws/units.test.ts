@@ -113,6 +113,14 @@ test('deploy config: cross-account deployments keep snapshot rights in the produ
   assert.ok(worker.some((s: any) => s.Action.includes('sts:AssumeRole')), 'the worker reads production snapshots through the role');
   assert.ok(!worker.some((s: any) => s.Action.includes('ebs:GetSnapshotBlock')));
   assert.deepEqual(d.scheduleEvents.map((e) => e.schedule.input), [{ policyName: 'web' }]);
+  // With a read-only worker role in production, workers may assume that one and no other.
+  const ro = buildDeployment({ service: 'tender', stage: 'prod', region: 'eu-west-1', config, snapshotRoleArn: 'arn:aws:iam::222233334444:role/TenderSnapshots', workerSnapshotRoleArn: 'arn:aws:iam::222233334444:role/TenderWorkerReads' });
+  const roWorker = (ro.resources.Resources.WorkerRole as any).Properties.Policies[0].PolicyDocument.Statement;
+  assert.deepEqual(roWorker.filter((s: any) => s.Action.includes('sts:AssumeRole')).map((s: any) => s.Resource), ['arn:aws:iam::222233334444:role/TenderWorkerReads']);
+  const roSnap = (ro.resources.Resources.SnapshotRole as any).Properties.Policies[0].PolicyDocument.Statement;
+  assert.deepEqual(roSnap.slice(1)[0].Resource, 'arn:aws:iam::222233334444:role/TenderSnapshots', 'the steps keep the snapshot role');
+  const settings = awsSettingsFromEnv({ AWS_REGION: 'eu-west-1', TENDER_CONFIG_BUCKET: 'cfg-bucket', TENDER_NAME_PREFIX: 'tender-prod', TENDER_WORKER_INSTANCE_PROFILE: 'arn:aws:iam::1:instance-profile/x', TENDER_SNAPSHOT_ROLE_ARN: 'arn:aws:iam::222233334444:role/TenderSnapshots', TENDER_WORKER_SNAPSHOT_ROLE_ARN: 'arn:aws:iam::222233334444:role/TenderWorkerReads', TENDER_SNAPSHOT_EXTERNAL_ID: 'ext-1' });
+  assert.deepEqual(settings.workerSnapshotRole, { roleArn: 'arn:aws:iam::222233334444:role/TenderWorkerReads', externalId: 'ext-1' });
 });
 
 test('repository key on AWS: kmsKeyId alone means the KMS key wraps the repository key; with a secret it is a passphrase', async () => {
