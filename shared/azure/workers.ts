@@ -59,6 +59,8 @@ export interface AzureWorkersOptions {
   preflight?: 'enforce' | 'warn' | 'off';
   /** Reads the region's network for the preflight (`tender check-network azure` runs the same checks). */
   readNetwork?: (region: string) => Promise<AzureNetworkModel>;
+  /** A worker the pipeline lost track of shuts itself down after this long (default 26 h, as on AWS). */
+  maxLifetimeHours?: number;
 }
 
 type GrantKind = 'bundle-sas' | 'job-queue-sas' | 'report-queue-sas' | 'snapshot-read';
@@ -232,6 +234,9 @@ export function createAzureWorkers(opts: AzureWorkersOptions): AzureWorkers {
       osProfile: {
         computerName: names.vm,
         adminUsername: 'tender',
+        // A safety net, not the mechanism: cleanup deletes the worker; this only stops one the
+        // pipeline lost (a stopped VM runs nothing and its identity is no longer usable).
+        customData: Buffer.from(`#!/bin/bash\nshutdown -h +${Math.round((opts.maxLifetimeHours ?? 26) * 60)} "Tender worker lifetime reached"\n`).toString('base64'),
         linuxConfiguration: {
           disablePasswordAuthentication: true,
           provisionVMAgent: true,

@@ -112,6 +112,7 @@ test('deployWorker: Ubuntu 22.04 in the policy\'s subnet, sized by profile, no p
   assert.equal(vm.storageProfile.osDisk.deleteOption, 'Delete');
   assert.equal(vm.networkProfile.networkInterfaces[0].deleteOption, 'Delete');
   assert.equal(vm.osProfile.linuxConfiguration.disablePasswordAuthentication, true);
+  assert.match(Buffer.from(vm.osProfile.customData, 'base64').toString(), /^#!\/bin\/bash\nshutdown -h \+1560 /, 'a lost worker stops itself after 26 h');
   assert.match(vm.osProfile.linuxConfiguration.ssh.publicKeys[0].keyData, /^ssh-rsa AAAAB3NzaC1yc2E/);
   assert.equal(vm.tags.owner, 'backup-team');
   assert.equal(s.w.pips.size, 0, 'no public IP');
