@@ -77,7 +77,7 @@ export function normaliseArmError(thrown: unknown, what: string): Error {
   }
   if (status === 401 || status === 403 || code === 'AuthorizationFailed' || code === 'AuthenticationFailed' || code === 'LinkedAuthorizationFailed' || err.name === 'CredentialUnavailableError' || err.name === 'AuthenticationError') {
     return new AccessDeniedError(
-      `${what} was denied (${detail}) — the Function app's managed identity needs the Tender role on the resource group (see docs/azure.md, "Permissions")`,
+      `${what} was denied (${detail}) — the Function app's managed identity needs the roles docs/azure.md lists under "Permissions" (Contributor on the Tender resource group, Reader on the protected VMs' groups, subnet join)`,
       { cause: err },
     );
   }
