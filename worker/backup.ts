@@ -103,6 +103,11 @@ export function newRestorePointId(now: Date): string {
 export async function backupVm(repo: Repository, req: BackupRequest): Promise<BackupResult> {
   const started = Date.now();
   if (req.disks.length === 0) throw new ValidationError(`VM ${req.vm.vmId} has no disks to back up`);
+  const badMark = repo.damagedMarks[0];
+  if (badMark) {
+    // Deduplicating against a pack a prune is about to delete would lose data: no backup until it is replaced.
+    throw new CorruptObjectError(badMark.object, `cannot be read (${badMark.message}), so a backup cannot tell which packs a prune is about to delete — run \`tender-worker prune\`, which replaces it, then back up again`);
+  }
   const pool = repo.codecs();
   /** Restore points that cannot be read: skipped when looking for a parent (one cannot be a parent). */
   const damagedManifests: DamagedObject[] = [];

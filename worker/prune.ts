@@ -102,6 +102,8 @@ export interface PruneReport {
   indexFilesReplaced: number;
   /** Index files that could not be read, removed once every pack they could have named is in another. */
   damagedIndexFilesRemoved: number;
+  /** Deletion marks that could not be read, removed (their packs, if still unreferenced, marked again). */
+  damagedMarksReplaced: number;
   mapsDeleted: number;
   dryRun: boolean;
 }
@@ -170,7 +172,10 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
     const unreferenced = [...stored.keys()].filter((p) => !live.has(p) && old(p));
 
     // Phase 2: delete what an earlier prune marked, if it is still unreferenced and the mark is old enough.
-    const marks = await readDeletionMarks(repo);
+    // A mark that cannot be read says nothing prune can act on: its packs are marked again below
+    // if they are still unreferenced (they are not "marked already"), and it is removed.
+    const damagedMarks: DamagedObject[] = [];
+    const marks = await repo.deletionMarks(damagedMarks);
     const toDelete = new Set<string>();
     const doneMarks: string[] = [];
     for (const { key, record } of marks) {
@@ -191,6 +196,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
       packsKept: stored.size - toDelete.size,
       indexFilesReplaced: 0,
       damagedIndexFilesRemoved: 0,
+      damagedMarksReplaced: 0,
       mapsDeleted: 0,
       dryRun: !!opts.dryRun,
     };
@@ -224,6 +230,8 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
     // A mark goes only once no index names its packs any more (the rewrite above has happened).
     await lock.check();
     for (const k of doneMarks) await repo.store.delete(k);
+    for (const d of damagedMarks) await repo.store.delete(d.object);
+    report.damagedMarksReplaced = damagedMarks.length;
 
     // Block maps whose manifest is gone (a forget interrupted between the two deletes).
     for await (const o of repo.store.list('maps/')) {

@@ -206,17 +206,33 @@ export class Repository {
   damagedIndexFiles: DamagedObject[] = [];
   private recovered: Array<{ id: string; size: number; entries: PackEntry[] }> = [];
 
-  /** Deletion marks prunes have written (packs about to go, or gone while their index files stay). */
-  async deletionMarks(): Promise<Array<{ key: string; record: DeletionRecord }>> {
-    return (await this.objectsUnder('deletions/')).map(({ key, bytes }) => ({
-      key,
-      record: JSON.parse(this.openObject(key, 'deletion', key.slice('deletions/'.length), bytes).toString('utf8')) as DeletionRecord,
-    }));
+  /**
+   * Deletion marks prunes have written (packs about to go, or gone while their index files stay).
+   * One that cannot be read throws, unless `damaged` is given: then it is skipped and named there.
+   */
+  async deletionMarks(damaged?: DamagedObject[]): Promise<Array<{ key: string; record: DeletionRecord }>> {
+    const out: Array<{ key: string; record: DeletionRecord }> = [];
+    for (const { key, bytes } of await this.objectsUnder('deletions/')) {
+      try {
+        const record = JSON.parse(this.openObject(key, 'deletion', key.slice('deletions/'.length), bytes).toString('utf8')) as DeletionRecord;
+        if (!Array.isArray(record?.packs)) throw new CorruptObjectError(key, 'is not a deletion mark');
+        out.push({ key, record });
+      } catch (e) {
+        if (!damaged || !(e instanceof CorruptObjectError || e instanceof SyntaxError)) throw e;
+        damaged.push({ object: key, message: e instanceof CorruptObjectError ? e.message.slice(e.objectKey.length + 2) : `is not a deletion mark (${e.message})` });
+      }
+    }
+    return out;
   }
 
   /** The deletion marks read when the index was last loaded, and the packs they name. */
   marksAtLoad: Array<{ key: string; record: DeletionRecord }> = [];
   readonly marked = new Set<string>();
+  /**
+   * Deletion marks the last load could not read. Reading and restoring go on; a backup does not
+   * (it cannot tell which packs a prune is about to delete), and the next prune replaces them.
+   */
+  damagedMarks: DamagedObject[] = [];
 
   /**
    * Reads every index file into memory: one parsed at a time, so only the compact index grows.
@@ -227,7 +243,8 @@ export class Repository {
     this.index.clear();
     this.indexedPacks.clear();
     this.indexFiles.clear();
-    const [objects, marks]: [Array<StoredObject | undefined>, Array<{ key: string; record: DeletionRecord }>] = await Promise.all([this.objectsUnder('index/'), this.deletionMarks()]);
+    this.damagedMarks = [];
+    const [objects, marks]: [Array<StoredObject | undefined>, Array<{ key: string; record: DeletionRecord }>] = await Promise.all([this.objectsUnder('index/'), this.deletionMarks(this.damagedMarks)]);
     this.marksAtLoad = marks;
     this.marked.clear();
     for (const m of marks) for (const p of m.record.packs) this.marked.add(p);

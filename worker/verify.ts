@@ -54,6 +54,9 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
       message: `${d.message.replace(/ — .*$/, '')}; restores still work (the packs no other index file names were indexed from their own headers) — run a backup, which writes an index for them, then prune, which removes this file`,
     });
   }
+  for (const d of repo.damagedMarks) {
+    problems.push({ object: d.object, message: `${d.message.replace(/ — .*$/, '')}; backups stop until \`tender-worker prune\` replaces it (reading and restoring go on)` });
+  }
   const manifests: Manifest[] = [];
   const ids = await repo.listManifestIds();
   await mapLimit(ids, 8, async (id) => {

@@ -766,3 +766,31 @@ test('a damaged restore point hides no other: listing and backups skip it and sa
   await pruneRepository(repo);
   await repo.close();
 });
+
+test('a damaged deletion mark stops backups (they could dedup against a pack about to go) but not restores; prune replaces it', async () => {
+  const dir = await tempDir();
+  const { clock, advance, store, repo, image } = await repoWithMarkedPacks(dir, 33);
+  const kept = await backupImage(repo, join(dir, 'a.img'));
+  await repo.close();
+  const mark = [...store.objects.keys()].find((k) => k.startsWith('deletions/'))!;
+  store.objects.get(mark)!.data[20] ^= 0x01;
+
+  const reader = await openRepository(store, PASS, { ...FAST, now: clock });
+  assert.equal(sha(await restoreToBuffer(reader, kept.restorePointId, 'root', dir)), sha(image), 'restore goes on');
+  const report = await verifyRepository(reader);
+  assert.deepEqual(report.problems.map((p) => p.object), [mark]);
+  await assert.rejects(backupImage(reader, join(dir, 'a.img')), (e: Error) => e instanceof CorruptObjectError && e.message.includes(mark) && /run `tender-worker prune`/.test(e.message));
+  await reader.close();
+
+  advance(2 * 86400_000);
+  const pruner = await openRepository(store, PASS, { ...FAST, now: clock });
+  const pruned = await pruneRepository(pruner);
+  assert.equal(pruned.damagedMarksReplaced, 1);
+  assert.ok(!store.objects.has(mark));
+  await pruner.close();
+  const next = await openRepository(store, PASS, { ...FAST, now: clock });
+  const again = await backupImage(next, join(dir, 'a.img'));
+  assert.equal(sha(await restoreToBuffer(next, again.restorePointId, 'root', dir)), sha(image));
+  assert.equal((await verifyRepository(next, { readData: true })).ok, true);
+  await next.close();
+});
