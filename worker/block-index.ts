@@ -177,6 +177,11 @@ export class BlockIndex implements Iterable<[string, BlobLocation]> {
    */
   private find(id: string | Uint8Array): number {
     if (!this.load(id)) throw new TypeError(`not a block ID: ${typeof id === 'string' ? JSON.stringify(id.slice(0, 80)) : `${id.length} bytes`}`);
+    return this.probe();
+  }
+
+  /** `find` for the ID already in the scratch words. */
+  private probe(): number {
     const w = this.scratchWords;
     const mask = this.table.length - 1;
     for (let slot = w[0]! & mask; ; slot = (slot + 1) & mask) {
@@ -208,15 +213,28 @@ export class BlockIndex implements Iterable<[string, BlobLocation]> {
       if (this.used >= BLOCK_INDEX_MAX_ENTRIES) {
         throw new RepositoryError(`the repository names more than ${BLOCK_INDEX_MAX_ENTRIES} distinct blocks, more than one worker's index holds — ${TOO_MANY}`);
       }
+      // Only after a failed growth can the table come near full; its free slots are what end
+      // every probe, so it grows (or fails, linking nothing) before the last one is taken.
+      if (this.used + 2 > this.table.length) {
+        this.grow();
+        found = this.probe();
+      }
       if (this.used >>> CHUNK_BITS >= this.chunks.length) this.chunks.push(allocate(CHUNK * WORDS, this.live));
       e = this.used++;
       const chunk = this.chunks[e >>> CHUNK_BITS]!;
       chunk.set(this.scratchWords, (e & (CHUNK - 1)) * WORDS);
+      this.writeLocation(e, pack, loc);
+      // Linked only once complete: a growth that fails below leaves a valid (if fuller) table.
       this.table[-found - 1] = e + 1;
       this.live++;
       // At most 3/4 full, so probes stay short; growing rehashes every entry (IDs are in the entries).
       if (this.used * 4 > this.table.length * 3) this.grow();
+      return;
     }
+    this.writeLocation(e, pack, loc);
+  }
+
+  private writeLocation(e: number, pack: number, loc: BlobLocation): void {
     this.setWord(e, 8, pack);
     this.setWord(e, 9, loc.offset);
     this.setWord(e, 10, loc.length);
@@ -259,6 +277,6 @@ function allocate(words: number, entries: number): Uint32Array<ArrayBuffer> {
   try {
     return new Uint32Array(words);
   } catch (e) {
-    throw new RepositoryError(`out of memory for the dedup index at ${entries} distinct blocks (${Math.round((words * 4) / 2 ** 20)} MiB more needed) — ${TOO_MANY}`, { cause: e });
+    throw new RepositoryError(`out of memory for the dedup index at ${entries} distinct blocks (${((words * 4) / 2 ** 20).toFixed(1)} MiB more needed) — ${TOO_MANY}`, { cause: e });
   }
 }

@@ -16,6 +16,7 @@ import {
   packIdFromKey,
   packKey,
   parsePackHeader,
+  type BlobLocation,
   type IndexFile,
   type Manifest,
   type PackEntry,
@@ -301,18 +302,20 @@ export class Repository {
     for (const p of file.packs) {
       this.indexedPacks.set(p.id, p.size);
       const unmarked = this.marked.size > 0 && !this.marked.has(p.id);
-      for (const [id, offset, length, rawLength] of p.blobs) {
-        const loc = { pack: p.id, offset, length, rawLength };
-        if (this.index.add(id, loc) || !unmarked) continue;
-        // Seen before: a location in a pack no prune has marked wins over one in a marked pack.
-        if (this.marked.has(this.index.get(id)!.pack)) this.index.set(id, loc);
-      }
+      for (const [id, offset, length, rawLength] of p.blobs) this.place(id, { pack: p.id, offset, length, rawLength }, unmarked);
     }
   }
 
   addPack(id: string, size: number, entries: PackEntry[]): void {
     this.indexedPacks.set(id, size);
-    for (const e of entries) this.index.add(e.id, { pack: id, offset: e.offset, length: e.length, rawLength: e.rawLength });
+    const unmarked = this.marked.size > 0 && !this.marked.has(id);
+    for (const e of entries) this.place(e.id, { pack: id, offset: e.offset, length: e.length, rawLength: e.rawLength }, unmarked);
+  }
+
+  /** First location seen wins, except that one in a pack no prune has marked wins over one in a marked pack. */
+  private place(id: string | Buffer, loc: BlobLocation, unmarked: boolean): void {
+    if (this.index.add(id, loc) || !unmarked) return;
+    if (this.marked.has(this.index.get(id)!.pack)) this.index.set(id, loc);
   }
 
   /**
@@ -378,8 +381,9 @@ export class Repository {
     }
     // Indexed but gone (a prune that stopped half-way): never dedup against them.
     this.avoidPacks([...this.indexedPacks.keys()].filter((p) => !present.has(p)));
-    // Packs the load indexed from their headers (an index file was damaged) are written down too.
-    const adopted: Array<{ id: string; size: number; entries: PackEntry[] }> = this.recovered.filter((p) => present.has(p.id));
+    // Packs the load indexed from their headers (an index file was damaged) are written down too:
+    // every one, also those uploaded after the listing above (the load listed again).
+    const adopted: Array<{ id: string; size: number; entries: PackEntry[] }> = [...this.recovered];
     this.recovered = [];
     await mapLimit(orphans, 8, async (p) => {
       try {

@@ -72,9 +72,11 @@ export function planReads(repo: Repository, map: Buffer, n: number, mapKey: stri
       let cur: ReadRange | undefined;
       for (let m = 0; m < members.length; m++) {
         const j = members[m]!;
-        // The same blob (an identical block) again: one more place to write it.
+        // The same blob (an identical block) again: one more place to write it. Two different IDs
+        // at one location (a damaged index) stay two blobs: each is decoded and checked against
+        // its own ID, so the wrong one fails loudly instead of being written.
         const prev = cur?.blobs.at(-1);
-        if (prev && prev.loc.offset === offset[j]) {
+        if (prev && prev.loc.offset === offset[j] && map.compare(map, block[j]! * 32, block[j]! * 32 + 32, prev.blocks[0]! * 32, prev.blocks[0]! * 32 + 32) === 0) {
           prev.blocks.push(block[j]!);
           continue;
         }

@@ -251,11 +251,14 @@ export function createSqsChannel(opts: SqsChannelOptions): WorkerChannel & Acces
 
     async revokeAccess({ runId, vmId }): Promise<{ revoked: string[] }> {
       const revoked: string[] = [];
-      const g = await readGrants(bucket, runId, vmId);
-      const names = queueNamesOf(opts.namePrefix, runId, vmId);
-      const regions = [...new Set([g.region, ...opts.regions].filter((x): x is string => !!x))];
       // Every action is tried even when another fails; snapshot reads first, as they read whole disks.
       const failures = failureCollector();
+      // Without the record of grants (S3 failing), what can be found without it is still revoked —
+      // the reader tags on the run's own snapshots, the staged objects and the queues, by their
+      // names — and the step fails, so its retry (reading the record) revokes the parent's grants too.
+      const g = (await failures.attempt('read the record of grants', () => readGrants(bucket, runId, vmId))) ?? { runId, vmId, staged: [], snapshotReads: [] };
+      const names = queueNamesOf(opts.namePrefix, runId, vmId);
+      const regions = [...new Set([g.region, ...opts.regions].filter((x): x is string => !!x))];
 
       for (const r of g.snapshotReads) {
         await failures.attempt(`remove snapshot grants in ${r.region}`, async () => {

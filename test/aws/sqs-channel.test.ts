@@ -5,7 +5,7 @@
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { SendMessageCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
-import { DeleteObjectsCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectsCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { createAwsCloud } from '../../shared/aws/aws-cloud.js';
 import { sameClients } from '../../shared/aws/clients.js';
 import { clearAmiCache } from '../../shared/aws/worker-ami.js';
@@ -172,6 +172,20 @@ test('revokeAccess: staged objects that will not delete do not keep the snapshot
   const { revoked } = await cloud.access.revokeAccess({ runId: 'r1', vmId: vm.vmId });
   assert.ok(revoked.some((r) => r.includes('staging/r1/')));
   assert.equal([...fake.world.objects.keys()].filter((k) => k.startsWith('staging/')).length, 0);
+});
+
+test('revokeAccess: when the record of grants cannot be read, what is found without it is revoked, and the retry does the rest', async () => {
+  const { cloud, worker, job, set, parent, vm } = await setup();
+  await cloud.channel.startJob(worker, job);
+  fake.fail(GetObjectCommand, awsError('InternalError', 'We encountered an internal error.', 500), 1);
+  await assert.rejects(cloud.access.revokeAccess({ runId: 'r1', vmId: vm.vmId }), (e: Error) => e.name === 'TransientError' && /grants.json/.test(e.message));
+  // The run's own snapshots (found by their tags), the staged objects and the queues (by name).
+  for (const d of set.disks) assert.equal(fake.world.snapshots.get(d.snapshotId)!.tags['tender:reader'], undefined, `${d.snapshotId} untagged`);
+  assert.equal(fake.world.queues.size, 0);
+  assert.equal([...fake.world.objects.keys()].filter((k) => k.startsWith('staging/')).length, 0);
+  // The parent set's grants are known from the record only: the retry, reading it, removes them.
+  await cloud.access.revokeAccess({ runId: 'r1', vmId: vm.vmId });
+  for (const d of parent.disks) assert.equal(fake.world.snapshots.get(d.snapshotId)!.tags['tender:reader'], undefined, `${d.snapshotId} untagged`);
 });
 
 test('startJob, cross-account: the job names the read-only production role for the worker when there is one, never the snapshot role', async () => {

@@ -212,6 +212,7 @@ test('restore onto a block device writes the disk in place (zeros too), needs --
     }
     const device = dev.stdout.trim();
     const small = attach(join(dir, 'small.img')).stdout.trim();
+    let exact = '';
     try {
       const b = io(dir);
       assert.equal(await runWorkerCli(['backup', '--repo', 'file:repo', '--vm', 'vm-1', '--disk', 'root=disk.img', '--json'], b), 0, b.err);
@@ -231,9 +232,23 @@ test('restore onto a block device writes the disk in place (zeros too), needs --
       assert.equal(createHash('sha256').update(written.subarray(0, img.length)).digest('hex'), createHash('sha256').update(img).digest('hex'), 'the disk, zeros included, is on the device');
       assert.equal(written[img.length], 0xee, 'past the disk the device is untouched');
       assert.deepEqual((await readdir(dirname(device))).filter((f) => f.endsWith('.partial')), []);
+
+      // A disk whose size is not a multiple of 4 KiB onto a device of exactly its size: the short
+      // last block must not be padded past the device's end.
+      const odd = Buffer.concat([img, randomBytes(512)]);
+      await writeFile(join(dir, 'odd.img'), odd);
+      await writeFile(join(dir, 'exact.img'), Buffer.alloc(odd.length, 0xee));
+      exact = attach(join(dir, 'exact.img')).stdout.trim();
+      const ob = io(dir);
+      assert.equal(await runWorkerCli(['backup', '--repo', 'file:repo', '--vm', 'vm-2', '--disk', 'root=odd.img', '--json'], ob), 0, ob.err);
+      const oddRp = JSON.parse(ob.out).restorePointId;
+      const or = io(dir);
+      assert.equal(await runWorkerCli(['restore', '--repo', 'file:repo', '--restore-point', oddRp, '--disk', 'root', '--target', exact, '--overwrite', '--sync'], or), 0, or.err);
+      assert.ok((await readFile(join(dir, 'exact.img'))).equals(odd), 'the whole disk, its short last block too');
     } finally {
       spawnSync('losetup', ['-d', device]);
       if (small) spawnSync('losetup', ['-d', small]);
+      if (exact) spawnSync('losetup', ['-d', exact]);
     }
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -71,3 +71,16 @@ test('a million blocks plan in under 32 bytes each (an object per block was over
   assert.ok(perBlock < 32, `${perBlock.toFixed(1)} bytes a block`);
   assert.equal(plan.dataBlocks, 900_000);
 });
+
+test('two different blocks an index places at one location are two reads, so the wrong one fails its check instead of taking the other\'s bytes', () => {
+  const index = new BlockIndex();
+  const map = Buffer.alloc(2 * 32);
+  map.fill(1, 0, 32);
+  map.fill(2, 32, 64);
+  const same = { pack: 'p'.repeat(64), offset: 0, length: 100, rawLength: 4096 };
+  index.add(map.subarray(0, 32), same);
+  index.add(map.subarray(32, 64), same);
+  const blobs = [...planReads({ index } as any, map, 2, 'maps/x').ranges()].flatMap((r) => r.blobs);
+  assert.equal(blobs.length, 2);
+  assert.deepEqual(blobs.map((b) => [b.id[0], b.blocks]), [[1, [0]], [2, [1]]]);
+});

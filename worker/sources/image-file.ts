@@ -261,7 +261,9 @@ async function createDeviceSink(path: string, sizeBytes: number, blockSize: numb
     const probe = Buffer.alloc(1);
     const { bytesRead } = sizeBytes > 0 ? await fh.read(probe, 0, 1, sizeBytes - 1) : { bytesRead: 1 };
     if (bytesRead !== 1) throw new ValidationError(`${path} is smaller than the disk (${sizeBytes} bytes) — restore onto a device at least that large`);
-    blocks = await blockWriter(fh, path, blockSize, opts);
+    // A short last block goes through the page cache: a direct write would pad it to 4 KiB,
+    // past the disk's end (over what follows it on the device, or past the device's end).
+    blocks = await blockWriter(fh, path, blockSize, opts, { shortBlocksBuffered: true });
   } catch (e) {
     await fh.close().catch(() => undefined);
     throw e;
@@ -292,13 +294,13 @@ interface BlockWriter {
 }
 
 /** Block writes to `fh` (and a direct-I/O handle on `path` where the filesystem allows it), grouped into vectored writes. */
-async function blockWriter(fh: FileHandle, path: string, blockSize: number, opts: ImageSinkOptions): Promise<BlockWriter> {
+async function blockWriter(fh: FileHandle, path: string, blockSize: number, opts: ImageSinkOptions, how: { shortBlocksBuffered?: boolean } = {}): Promise<BlockWriter> {
   // A second handle on the same file for direct writes; the buffered one writes when the
   // filesystem refuses them.
   let direct = opts.direct !== false && blockSize % DIRECT_IO_ALIGNMENT === 0 ? await openDirect(path, constants.O_WRONLY) : undefined;
   let closed = false;
   const writeOne = async (index: number, data: Uint8Array) => {
-    if (direct) {
+    if (direct && !(how.shortBlocksBuffered && data.length % DIRECT_IO_ALIGNMENT !== 0)) {
       try {
         await writeDirect(direct, data, index * blockSize);
         return;
