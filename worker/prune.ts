@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { CorruptObjectError, LockedError, NotFoundError } from '../shared/core/errors.js';
 import { mapLimit, type DeletionRecord, type Repository } from './repository.js';
-import { blockCount, isZeroId, mapGet, packIdFromKey, packKey, type BlobLocation, type IndexFile } from './format.js';
+import { blockCount, isZeroId, mapGet, packIdFromKey, packKey, type BlobLocation, type IndexFile, type PackEntry } from './format.js';
 import { BlockIndex } from './block-index.js';
 import { readAllManifests, type DamagedObject } from './restore-points.js';
 
@@ -100,6 +100,8 @@ export interface PruneReport {
   bytesFreed: number;
   packsKept: number;
   indexFilesReplaced: number;
+  /** Packs no readable index named, found needed (or named only by a damaged index file) and indexed again. */
+  packsReindexed: number;
   /** Index files that could not be read, removed once every pack they could have named is in another. */
   damagedIndexFilesRemoved: number;
   /** Deletion marks that could not be read, removed (their packs, if still unreferenced, marked again). */
@@ -150,18 +152,6 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
       const id = packIdFromKey(o.key);
       if (id) stored.set(id, { size: o.size, modified: o.modified.getTime() });
     }
-    // A damaged index file may have been the only one naming some packs: prune could not tell
-    // whether those hold referenced blocks, so it goes on only when every pack is named elsewhere
-    // (the damaged files then add nothing, and go with the rest of this prune's work).
-    if (damagedIndex.length) {
-      const unnamed = [...stored.keys()].filter((p) => !indexed.has(p)).length;
-      if (unnamed) {
-        throw new CorruptObjectError(
-          damagedIndex[0]!.object,
-          `cannot be read, and ${unnamed} pack(s) are in no other index file: prune cannot tell whether they hold blocks restore points need, so it deleted nothing — run a backup first (it indexes those packs again from their own headers), then prune`,
-        );
-      }
-    }
     // A pack is live when any block in it is referenced, wherever else that block is stored too.
     const live = new Set<string>();
     for (const p of indexed.values()) if (p.blobs.some(([id]) => referenced.has(id))) live.add(p.id);
@@ -169,6 +159,24 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
       const s = stored.get(pack);
       return s !== undefined && now - s.modified >= margin;
     };
+    // Packs no readable index file names: a backup still uploading, a run that crashed, or packs
+    // whose index file is damaged or gone. Their own headers say whether they hold blocks a
+    // restore point needs; those are live and indexed again here. (Young ones are never marked;
+    // with a damaged index file they are read too, so that every pack it may have named is in a
+    // readable one before it goes.)
+    const unnamed = [...stored.entries()].filter(([p, st]) => !indexed.has(p) && (damagedIndex.length > 0 || now - st.modified >= margin));
+    const reindexed: Array<{ id: string; size: number; entries: PackEntry[] }> = [];
+    await mapLimit(unnamed, 8, async ([p, st]) => {
+      try {
+        const entries = await repo.readPackHeader(p, st.size);
+        const needed = entries.some((e) => referenced.has(e.id));
+        if (needed) live.add(p);
+        if (needed || damagedIndex.length) reindexed.push({ id: p, size: st.size, entries });
+      } catch (e) {
+        // Gone since the listing, or a header that does not authenticate: nothing in it can be restored.
+        if (!(e instanceof NotFoundError) && !(e instanceof CorruptObjectError)) throw e;
+      }
+    });
     const unreferenced = [...stored.keys()].filter((p) => !live.has(p) && old(p));
 
     // Phase 2: delete what an earlier prune marked, if it is still unreferenced and the mark is old enough.
@@ -195,12 +203,17 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
       bytesFreed,
       packsKept: stored.size - toDelete.size,
       indexFilesReplaced: 0,
+      packsReindexed: reindexed.length,
       damagedIndexFilesRemoved: 0,
       damagedMarksReplaced: 0,
       mapsDeleted: 0,
       dryRun: !!opts.dryRun,
     };
     if (opts.dryRun) return report;
+    if (reindexed.length) {
+      await lock.check();
+      await repo.writeIndex(reindexed);
+    }
 
     if (toMark.length) {
       const name = randomBytes(16).toString('hex');
@@ -221,7 +234,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
       await mapLimit(oldIndexFiles, 8, async (k) => repo.store.delete(k));
       report.indexFilesReplaced = oldIndexFiles.length;
     }
-    // Damaged index files whose packs every one are in readable index files: nothing is lost with them.
+    // Damaged index files: every pack they may have named is in a readable one now (reindexed above).
     if (damagedIndex.length) {
       await lock.check();
       for (const d of damagedIndex) await repo.store.delete(d.object);

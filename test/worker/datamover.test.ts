@@ -702,7 +702,7 @@ test('index files name a bounded number of blocks: a large index is split over s
   await repo.close();
 });
 
-test('a damaged index file does not lock the data away: restore works from the packs\' headers, prune deletes nothing until a backup re-indexes them, then removes it', async () => {
+test('a damaged index file does not lock the data away: restore works from the packs\' headers, and prune indexes them again and removes it', async () => {
   const time = { now: new Date('2026-01-01T00:00:00Z') };
   const clock = () => time.now;
   const dir = await tempDir();
@@ -722,24 +722,52 @@ test('a damaged index file does not lock the data away: restore works from the p
   assert.equal(report.ok, false);
   assert.deepEqual(report.problems.map((p) => p.object), [indexKey]);
   assert.match(report.problems[0]!.message, /restores still work/);
-  // Its packs are in no other index file: prune cannot know they are referenced, and stops.
-  const packs = [...store.objects.keys()].filter((k) => k.startsWith('data/')).sort();
-  await assert.rejects(pruneRepository(reader), (e: Error) => e instanceof CorruptObjectError && /run a backup first/.test(e.message));
-  assert.deepEqual([...store.objects.keys()].filter((k) => k.startsWith('data/')).sort(), packs, 'no pack deleted');
   await reader.close();
 
-  // A backup writes an index for them; prune then removes the damaged file, and all is well.
-  const writer = await openRepository(store, PASS, { ...FAST, now: clock });
-  const again = await backupImage(writer, join(dir, 'disk.img'));
-  assert.equal(again.disks[0]!.blocksNew, 0, 'the blocks were found in their packs, not stored again');
-  const pruned = await pruneRepository(writer);
+  // Prune reads the headers of the packs no readable index names, keeps and indexes them, and
+  // only then removes the damaged file: no pack is deleted, nothing is lost.
+  const packs = [...store.objects.keys()].filter((k) => k.startsWith('data/')).sort();
+  const pruner = await openRepository(store, PASS, { ...FAST, now: clock });
+  const pruned = await pruneRepository(pruner);
   assert.equal(pruned.damagedIndexFilesRemoved, 1);
-  await writer.close();
+  assert.equal(pruned.packsReindexed, packs.length);
+  assert.equal(pruned.packsMarked, 0);
+  assert.ok(!store.objects.has(indexKey));
+  await pruner.close();
+  assert.deepEqual([...store.objects.keys()].filter((k) => k.startsWith('data/')).sort(), packs, 'no pack deleted');
   const after = await openRepository(store, PASS, { ...FAST, now: clock });
   const clean = await verifyRepository(after, { readData: true });
   assert.equal(clean.ok, true, JSON.stringify(clean.problems));
   assert.equal(sha(await restoreToBuffer(after, r.restorePointId, 'root', dir)), sha(image));
+  const again = await backupImage(after, join(dir, 'disk.img'));
+  assert.equal(again.disks[0]!.blocksNew, 0, 'a backup finds every block where it is');
   await after.close();
+});
+
+test('an index file that went missing never lets prune delete packs a restore point needs, however many prunes run', async () => {
+  const time = { now: new Date('2026-01-01T00:00:00Z') };
+  const clock = () => time.now;
+  const dir = await tempDir();
+  const image = makeImage(24, 34);
+  await writeFile(join(dir, 'disk.img'), image);
+  const store = createMemoryStore(clock);
+  const repo = await initRepository(store, PASS, { ...FAST, now: clock });
+  const r = await backupImage(repo, join(dir, 'disk.img'));
+  await repo.close();
+  for (const k of [...store.objects.keys()].filter((k) => k.startsWith('index/'))) store.objects.delete(k);
+  const packs = [...store.objects.keys()].filter((k) => k.startsWith('data/')).sort();
+  for (let round = 0; round < 3; round++) {
+    time.now = new Date(time.now.getTime() + 3 * 86400_000);
+    const pruner = await openRepository(store, PASS, { ...FAST, now: clock });
+    const report = await pruneRepository(pruner);
+    assert.equal(report.packsMarked + report.packsDeleted, 0, `round ${round}: ${JSON.stringify(report)}`);
+    await pruner.close();
+  }
+  assert.deepEqual([...store.objects.keys()].filter((k) => k.startsWith('data/')).sort(), packs);
+  const reader = await openRepository(store, PASS, { ...FAST, now: clock });
+  assert.equal(sha(await restoreToBuffer(reader, r.restorePointId, 'root', dir)), sha(image), 'prune wrote the index again');
+  assert.equal((await verifyRepository(reader, { readData: true })).ok, true);
+  await reader.close();
 });
 
 test('a damaged restore point hides no other: listing and backups skip it and say so; prune stops and says how to go on; forget removes it', async () => {
