@@ -429,14 +429,17 @@ test('restoring onto a sink with a base (a parent snapshot) writes the zero bloc
 
 /** A repository with one restore point of a 24-block image, for damage tests. */
 async function damaged(dir: string, seed: number) {
+  // A clock the test can move, for the prune safety margin.
+  const time = { now: new Date('2026-01-01T00:00:00Z') };
+  const clock = () => time.now;
   const image = makeImage(24, seed);
   await writeFile(join(dir, 'disk.img'), image);
-  const store = createMemoryStore();
-  const repo = await initRepository(store, PASS, FAST);
+  const store = createMemoryStore(clock);
+  const repo = await initRepository(store, PASS, { ...FAST, now: clock });
   const r = await backupImage(repo, join(dir, 'disk.img'));
   await repo.close();
   const keys = (prefix: string) => [...store.objects.keys()].filter((k) => k.startsWith(prefix));
-  return { image, store, r, keys };
+  return { image, store, r, keys, time, clock };
 }
 
 for (const damage of ['a truncated pack', 'a missing pack', 'a missing index', 'an index naming a missing pack', 'an index placing blocks where the pack does not'] as const) {
@@ -703,15 +706,8 @@ test('index files name a bounded number of blocks: a large index is split over s
 });
 
 test('a damaged index file does not lock the data away: restore works from the packs\' headers, and prune indexes them again and removes it', async () => {
-  const time = { now: new Date('2026-01-01T00:00:00Z') };
-  const clock = () => time.now;
   const dir = await tempDir();
-  const image = makeImage(24, 31);
-  await writeFile(join(dir, 'disk.img'), image);
-  const store = createMemoryStore(clock);
-  const repo = await initRepository(store, PASS, { ...FAST, now: clock });
-  const r = await backupImage(repo, join(dir, 'disk.img'));
-  await repo.close();
+  const { time, clock, image, store, r } = await damaged(dir, 31);
   const indexKey = [...store.objects.keys()].find((k) => k.startsWith('index/'))!;
   store.objects.get(indexKey)!.data[40] ^= 0x01;
   time.now = new Date(time.now.getTime() + 3 * 86400_000);
@@ -745,15 +741,8 @@ test('a damaged index file does not lock the data away: restore works from the p
 });
 
 test('an index file that went missing never lets prune delete packs a restore point needs, however many prunes run', async () => {
-  const time = { now: new Date('2026-01-01T00:00:00Z') };
-  const clock = () => time.now;
   const dir = await tempDir();
-  const image = makeImage(24, 34);
-  await writeFile(join(dir, 'disk.img'), image);
-  const store = createMemoryStore(clock);
-  const repo = await initRepository(store, PASS, { ...FAST, now: clock });
-  const r = await backupImage(repo, join(dir, 'disk.img'));
-  await repo.close();
+  const { time, clock, image, store, r } = await damaged(dir, 34);
   for (const k of [...store.objects.keys()].filter((k) => k.startsWith('index/'))) store.objects.delete(k);
   const packs = [...store.objects.keys()].filter((k) => k.startsWith('data/')).sort();
   for (let round = 0; round < 3; round++) {
