@@ -263,9 +263,14 @@ export class Repository {
     if (this.damagedIndexFiles.length) await this.indexFromPackHeaders();
   }
 
-  /** Indexes, from their own headers, the packs no readable index file names (in memory only). */
-  private async indexFromPackHeaders(): Promise<void> {
+  /**
+   * Indexes, from their own headers, the packs no readable index file names (in memory only; the
+   * next backup writes them down). Returns how many packs it indexed. Used when an index file is
+   * damaged, and by restore when a block is in no index (an index file that went missing).
+   */
+  async indexFromPackHeaders(): Promise<number> {
     const orphans = (await listPacks(this.store)).filter((p) => !this.indexedPacks.has(p.id));
+    const before = this.recovered.length;
     await mapLimit(orphans, 8, async (p) => {
       try {
         const entries = await this.readPackHeader(p.id, p.size);
@@ -276,6 +281,7 @@ export class Repository {
         if (!(e instanceof CorruptObjectError) && !(e instanceof NotFoundError)) throw e;
       }
     });
+    return this.recovered.length - before;
   }
 
   /** Forgets where these packs' blocks are, so they are stored again rather than referenced (packs marked for deletion). */

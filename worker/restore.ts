@@ -21,6 +21,14 @@ interface ReadRange {
 const MAX_RANGE = 4 * 1024 * 1024;
 const MAX_GAP = 256 * 1024;
 
+/** A block map names a block no index holds. Reported under CorruptObjectError's name, as before. */
+export class MissingBlockError extends CorruptObjectError {
+  constructor(objectKey: string, message: string) {
+    super(objectKey, message);
+    this.name = 'CorruptObjectError';
+  }
+}
+
 export interface ReadPlan {
   /** Blocks that hold data (the rest read as zeros). */
   dataBlocks: number;
@@ -46,7 +54,7 @@ export function planReads(repo: Repository, map: Buffer, n: number, mapKey: stri
   for (let i = 0; i < n; i++) {
     const id = mapGet(map, i);
     if (isZeroId(id)) continue;
-    if (!repo.index.lookup(id, loc)) throw new CorruptObjectError(mapKey, `names block ${id.toString('hex').slice(0, 16)}… that no index holds — run \`tender-worker verify\`; restore from another restore point`);
+    if (!repo.index.lookup(id, loc)) throw new MissingBlockError(mapKey, `names block ${id.toString('hex').slice(0, 16)}… that no index holds — run \`tender-worker verify\`; restore from another restore point`);
     block[k] = i;
     pack[k] = loc[0]!;
     offset[k] = loc[1]!;
@@ -123,7 +131,15 @@ export async function restoreDisk(
     if (sink.blockSize !== disk.blockSize) throw new CorruptObjectError(`snapshots/${restorePointId}`, `disk ${diskId} has ${disk.blockSize}-byte blocks; the target writes ${sink.blockSize}`);
     const n = blockCount(disk.sizeBytes, disk.blockSize);
     const map = await repo.readBlockMap(disk.map, n);
-    const plan = planReads(repo, map, n, disk.map.key);
+    let plan: ReadPlan;
+    try {
+      plan = planReads(repo, map, n, disk.map.key);
+    } catch (e) {
+      // A block in no index: its index file may have gone missing while its pack is there. The
+      // packs no index names are indexed from their own headers, and the plan made again.
+      if (!(e instanceof MissingBlockError) || (await repo.indexFromPackHeaders()) === 0) throw e;
+      plan = planReads(repo, map, n, disk.map.key);
+    }
     const dataBlocks = plan.dataBlocks;
     const pool = repo.codecs();
     const total = dataBlocks * disk.blockSize;
