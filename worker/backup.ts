@@ -11,7 +11,6 @@ import { CorruptObjectError, TenderError, TransientError, ValidationError } from
 import { mapLimit, type Repository } from './repository.js';
 import { PackBuilder, ZERO_ID, packCapacity, blockCount, checkBuiltPack, emptyBlockMap, isZeroId, mapGet, mapSet, packKey, type BuiltPack, type Manifest, type ManifestDisk, type PackEntry } from './format.js';
 import { findParent, readAllManifests, type DamagedObject } from './restore-points.js';
-import { readDeletionMarks } from './prune.js';
 import { createLimiter } from './sources/retry.js';
 import { alignedBuffer } from '../shared/local/direct-io.js';
 
@@ -34,7 +33,6 @@ export interface BackupRequest {
   disks: BackupDisk[];
   onProgress?: (p: JobProgress) => void;
 }
-
 
 /** A source that failed to read: names the disk and block. */
 export class SourceReadError extends TenderError {
@@ -112,18 +110,18 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   /** Restore points that cannot be read: skipped when looking for a parent (one cannot be a parent). */
   const damagedManifests: DamagedObject[] = [];
   // Independent reads, at once: packs no index names yet and the manifests (only when there is a
-  // parent to look for). The deletion marks are those the index was loaded with.
+  // parent to look for).
   const firstReads = Promise.all([
     repo.adoptUnindexedPacks(),
-    Promise.resolve(repo.marksAtLoad),
     req.disks.some((d) => d.parentSnapshotRef) ? readAllManifests(repo, damagedManifests) : Promise.resolve([]),
   ]);
   // Those reads took what the open fetched for them; whatever else it fetched is dropped, so no
   // later read on this repository (the check before the manifest, another run) sees an old copy.
   repo.forgetPrefetched();
-  const [, marks, manifests] = await firstReads;
-  // Blocks in packs a prune has marked for deletion are stored again, never referenced.
-  repo.avoidPacks(marks.flatMap((m) => m.record.packs));
+  const [, manifests] = await firstReads;
+  // Blocks in packs a prune has marked for deletion (the marks the index was loaded with) are
+  // stored again, never referenced.
+  repo.avoidPacks(repo.marked);
 
   const uploadConcurrency = 2;
   const uploader = new PackUploader(repo, uploadConcurrency);
@@ -278,7 +276,7 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
 
   // A prune that ran meanwhile may have marked packs this run refers to (it could not see this
   // run's blocks): writing the manifest now could name blocks about to be deleted.
-  const markedNow = new Set((await readDeletionMarks(repo)).flatMap((m) => m.record.packs).filter((p) => !repo.avoided.has(p)));
+  const markedNow = new Set((await repo.deletionMarks()).flatMap((m) => m.record.packs).filter((p) => !repo.avoided.has(p)));
   if (markedNow.size) {
     for (const plan of plans) {
       for (let i = 0; i < plan.n; i++) {

@@ -39,11 +39,6 @@ export class BlockIndex implements Iterable<[string, BlobLocation]> {
     return this.live;
   }
 
-  /** Bytes of memory the index holds (entries and table), for reports and tests. */
-  get bytes(): number {
-    return this.chunks.length * CHUNK * WORDS * 4 + this.table.byteLength;
-  }
-
   clear(): void {
     this.chunks = [];
     this.table = new Uint32Array(1024);

@@ -16,10 +16,10 @@
 
 import { randomBytes } from 'node:crypto';
 import { CorruptObjectError, LockedError, NotFoundError } from '../shared/core/errors.js';
-import { mapLimit, type DeletionRecord, type Repository } from './repository.js';
+import { mapLimit, type DamagedObject, type DeletionRecord, type Repository } from './repository.js';
 import { blockCount, isZeroId, mapGet, packIdFromKey, packKey, type BlobLocation, type IndexFile, type PackEntry } from './format.js';
 import { BlockIndex } from './block-index.js';
-import { readAllManifests, type DamagedObject } from './restore-points.js';
+import { readAllManifests } from './restore-points.js';
 
 /** The location prune's set of referenced blocks gives each (it needs only their IDs). */
 const REFERENCED: BlobLocation = { pack: '', offset: 0, length: 0, rawLength: 0 };
@@ -80,11 +80,6 @@ export async function acquireExclusiveLock(repo: Repository, owner: string, ttlM
     throw new LockedError(`${repo.location} is locked for maintenance by ${held?.owner ?? 'another process'} since ${held?.created ?? '?'} (until ${held?.expires ?? '?'}) — wait for it to finish, or remove ${LOCK_KEY} if that process is dead`);
   }
   throw new LockedError(`could not take the maintenance lock on ${repo.location} — try again`);
-}
-
-/** Packs marked for deletion by a prune: backups must not dedup against them (read from the store). */
-export function readDeletionMarks(repo: Repository): Promise<Array<{ key: string; record: DeletionRecord }>> {
-  return repo.deletionMarks();
 }
 
 export interface PruneOptions {
@@ -164,7 +159,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
     // restore point needs; those are live and indexed again here. (Young ones are never marked;
     // with a damaged index file they are read too, so that every pack it may have named is in a
     // readable one before it goes.)
-    const unnamed = [...stored.entries()].filter(([p, st]) => !indexed.has(p) && (damagedIndex.length > 0 || now - st.modified >= margin));
+    const unnamed = [...stored.entries()].filter(([p]) => !indexed.has(p) && (damagedIndex.length > 0 || old(p)));
     const reindexed: Array<{ id: string; size: number; entries: PackEntry[] }> = [];
     await mapLimit(unnamed, 8, async ([p, st]) => {
       try {

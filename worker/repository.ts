@@ -23,7 +23,6 @@ import {
 } from './format.js';
 import { CodecPool, CodecThreads, type ZstdParams } from './codec-pool.js';
 import { BlockIndex } from './block-index.js';
-import type { DamagedObject } from './restore-points.js';
 
 export interface RepoConfig {
   version: number;
@@ -83,6 +82,27 @@ const CODEC_ZSTD = 1;
  * would otherwise write — is longer than the longest string V8 can make or parse.
  */
 export const INDEX_FILE_MAX_BLOBS = 100_000;
+
+/** An object that could not be read (named, with why), skipped by a reader that can go on without it. */
+export interface DamagedObject {
+  object: string;
+  message: string;
+}
+
+/**
+ * Opens one sealed metadata object with `open`. One that does not authenticate or parse throws —
+ * unless `damaged` is given: then it is named there and undefined returned, so a reader that can
+ * go on without it does.
+ */
+export function openOrNoteDamage<T>(key: string, what: string, damaged: DamagedObject[] | undefined, open: () => T): T | undefined {
+  try {
+    return open();
+  } catch (e) {
+    if (!damaged || !(e instanceof CorruptObjectError || e instanceof SyntaxError)) throw e;
+    damaged.push({ object: key, message: e instanceof CorruptObjectError ? e.message.slice(e.objectKey.length + 2) : `is not ${what} (${e.message})` });
+    return undefined;
+  }
+}
 
 /** Plaintext of a `deletions/<id>` object: packs a prune marked, to delete after the safety margin. */
 export interface DeletionRecord {
@@ -189,15 +209,11 @@ export class Repository {
   }
 
   private parseIndexFile(key: string, sealed: Uint8Array, damaged?: DamagedObject[]): IndexFile | undefined {
-    try {
+    return openOrNoteDamage(key, 'an index file', damaged, () => {
       const file = JSON.parse(this.openObject(key, 'index', key.slice('index/'.length), sealed).toString('utf8')) as IndexFile;
       if (!Array.isArray(file?.packs)) throw new CorruptObjectError(key, 'is not an index file');
       return file;
-    } catch (e) {
-      if (!damaged || !(e instanceof CorruptObjectError || e instanceof SyntaxError)) throw e;
-      damaged.push({ object: key, message: e instanceof CorruptObjectError ? e.message.slice(e.objectKey.length + 2) : `is not an index file (${e.message})` });
-      return undefined;
-    }
+    });
   }
 
   /**
@@ -214,20 +230,17 @@ export class Repository {
   async deletionMarks(damaged?: DamagedObject[]): Promise<Array<{ key: string; record: DeletionRecord }>> {
     const out: Array<{ key: string; record: DeletionRecord }> = [];
     for (const { key, bytes } of await this.objectsUnder('deletions/')) {
-      try {
-        const record = JSON.parse(this.openObject(key, 'deletion', key.slice('deletions/'.length), bytes).toString('utf8')) as DeletionRecord;
-        if (!Array.isArray(record?.packs)) throw new CorruptObjectError(key, 'is not a deletion mark');
-        out.push({ key, record });
-      } catch (e) {
-        if (!damaged || !(e instanceof CorruptObjectError || e instanceof SyntaxError)) throw e;
-        damaged.push({ object: key, message: e instanceof CorruptObjectError ? e.message.slice(e.objectKey.length + 2) : `is not a deletion mark (${e.message})` });
-      }
+      const record = openOrNoteDamage(key, 'a deletion mark', damaged, () => {
+        const r = JSON.parse(this.openObject(key, 'deletion', key.slice('deletions/'.length), bytes).toString('utf8')) as DeletionRecord;
+        if (!Array.isArray(r?.packs)) throw new CorruptObjectError(key, 'is not a deletion mark');
+        return r;
+      });
+      if (record) out.push({ key, record });
     }
     return out;
   }
 
-  /** The deletion marks read when the index was last loaded, and the packs they name. */
-  marksAtLoad: Array<{ key: string; record: DeletionRecord }> = [];
+  /** Packs the deletion marks read when the index was last loaded name. */
   readonly marked = new Set<string>();
   /**
    * Deletion marks the last load could not read. Reading and restoring go on; a backup does not
@@ -246,7 +259,6 @@ export class Repository {
     this.indexFiles.clear();
     this.damagedMarks = [];
     const [objects, marks]: [Array<StoredObject | undefined>, Array<{ key: string; record: DeletionRecord }>] = await Promise.all([this.objectsUnder('index/'), this.deletionMarks(this.damagedMarks)]);
-    this.marksAtLoad = marks;
     this.marked.clear();
     for (const m of marks) for (const p of m.record.packs) this.marked.add(p);
     this.damagedIndexFiles = [];

@@ -3,7 +3,7 @@
 // maps; the data it alone referenced goes at the next prune).
 
 import type { Repository } from './repository.js';
-import { mapLimit, openRepository } from './repository.js';
+import { openOrNoteDamage, openRepository, type DamagedObject } from './repository.js';
 import type { Manifest, ManifestDisk } from './format.js';
 import type { ObjectStore } from '../shared/ports/object-store.js';
 import type { RepositoryRef, RestorePointInfo, RestorePoints } from '../shared/ports/restore-points.js';
@@ -32,11 +32,7 @@ export function summarize(m: Manifest): RestorePointSummary {
   };
 }
 
-/** An object that could not be read (named, with why), skipped by a reader that can go on without it. */
-export interface DamagedObject {
-  object: string;
-  message: string;
-}
+export type { DamagedObject } from './repository.js';
 
 /**
  * Every restore point, oldest first. A manifest that does not authenticate throws — unless
@@ -46,12 +42,8 @@ export interface DamagedObject {
 export async function readAllManifests(repo: Repository, damaged?: DamagedObject[]): Promise<Manifest[]> {
   const out: Manifest[] = [];
   for (const { key, bytes } of await repo.objectsUnder('snapshots/')) {
-    try {
-      out.push(repo.openManifest(key, bytes));
-    } catch (e) {
-      if (!damaged || !(e instanceof CorruptObjectError || e instanceof SyntaxError)) throw e;
-      damaged.push({ object: key, message: e instanceof CorruptObjectError ? e.message.slice(e.objectKey.length + 2) : `is not a manifest (${e.message})` });
-    }
+    const m = openOrNoteDamage(key, 'a manifest', damaged, () => repo.openManifest(key, bytes));
+    if (m) out.push(m);
   }
   return out.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
 }

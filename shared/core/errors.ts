@@ -125,9 +125,6 @@ export function isRetryable(thrown: unknown): boolean {
 export function failureCollector() {
   const failures: Array<{ what: string; error: Error }> = [];
   return {
-    get count(): number {
-      return failures.length;
-    },
     async attempt<T>(what: string, fn: () => Promise<T>): Promise<T | undefined> {
       try {
         return await fn();
