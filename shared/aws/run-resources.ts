@@ -101,8 +101,13 @@ export function createConfigBucket(opts: { s3: S3Client; bucket: string }): Conf
   };
 }
 
+/** The record of a run's grants on one VM before anything was granted. */
+export function noGrants(runId: string, vmId: string): Grants {
+  return { runId, vmId, staged: [], snapshotReads: [] };
+}
+
 export async function readGrants(bucket: ConfigBucket, runId: string, vmId: string): Promise<Grants> {
-  return (await bucket.getJson<Grants>(runKeys(runId, vmId).grants)) ?? { runId, vmId, staged: [], snapshotReads: [] };
+  return (await bucket.getJson<Grants>(runKeys(runId, vmId).grants)) ?? noGrants(runId, vmId);
 }
 
 export async function updateGrants(bucket: ConfigBucket, runId: string, vmId: string, change: (g: Grants) => void): Promise<Grants> {

@@ -36,7 +36,7 @@ import { TransientError, WorkerFailedError, failureCollector, isRetryable, toErr
 import { awsCall, isAwsNotFound, normaliseAwsError } from './aws-errors.js';
 import type { AssumedRole, ClientsFor } from './clients.js';
 import { TAG, fromAwsTags, queueNamesOf, runKeys, safeId } from './naming.js';
-import { deleteQueue, ensureQueues, readGrants, updateGrants, type ConfigBucket, type RunQueues } from './run-resources.js';
+import { deleteQueue, ensureQueues, noGrants, readGrants, updateGrants, type ConfigBucket, type RunQueues } from './run-resources.js';
 import { instanceArn } from './ec2-workers.js';
 
 /** What travels on the job queue. */
@@ -256,7 +256,7 @@ export function createSqsChannel(opts: SqsChannelOptions): WorkerChannel & Acces
       // Without the record of grants (S3 failing), what can be found without it is still revoked —
       // the reader tags on the run's own snapshots, the staged objects and the queues, by their
       // names — and the step fails, so its retry (reading the record) revokes the parent's grants too.
-      const g = (await failures.attempt('read the record of grants', () => readGrants(bucket, runId, vmId))) ?? { runId, vmId, staged: [], snapshotReads: [] };
+      const g = (await failures.attempt('read the record of grants', () => readGrants(bucket, runId, vmId))) ?? noGrants(runId, vmId);
       const names = queueNamesOf(opts.namePrefix, runId, vmId);
       const regions = [...new Set([g.region, ...opts.regions].filter((x): x is string => !!x))];
 
