@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { DirectIoRefusedError, alignedBuffer, directIoAvailable, openDirect, writeDirect } from '../../shared/local/direct-io.js';
+import { DirectIoRefusedError, WriteModeChooser, alignedBuffer, directIoAvailable, openDirect, writeDirect, type WriteMode } from '../../shared/local/direct-io.js';
 import { createFolderStore } from '../../shared/local/folder-store.js';
 import { tempDirs } from '../support/temp-dirs.js';
 
@@ -93,5 +93,65 @@ describe('folder store with direct I/O', () => {
     const data = randomBytes(1024 * 1024 + 17);
     await store.put('data/cd/x', data);
     assert.deepEqual(Buffer.from(await store.get('data/cd/x')), data);
+  });
+});
+
+describe('choosing direct or buffered writes by measuring them', () => {
+  const MiB = 1024 * 1024;
+  /** Writes `bytes` in 1 MiB writes at the given speeds (MB/s per mode); returns the mode of each write. */
+  function run(chooser: WriteModeChooser, bytes: number, speed: Record<WriteMode, number>): WriteMode[] {
+    const modes: WriteMode[] = [];
+    for (let done = 0; done < bytes; done += MiB) {
+      const mode = chooser.mode;
+      modes.push(mode);
+      chooser.record(mode, MiB, MiB / (speed[mode] * 1e6));
+    }
+    return modes;
+  }
+
+  it('tries direct, then buffered, then keeps to the faster', () => {
+    for (const [speed, winner] of [
+      [{ direct: 400, buffered: 900 }, 'buffered'],
+      [{ direct: 900, buffered: 400 }, 'direct'],
+    ] as const) {
+      const chooser = new WriteModeChooser(4 * MiB, 1024 * MiB);
+      const modes = run(chooser, 40 * MiB, speed);
+      assert.deepEqual(modes.slice(0, 8), ['direct', 'direct', 'direct', 'direct', 'buffered', 'buffered', 'buffered', 'buffered']);
+      assert.ok(modes.slice(8).every((m) => m === winner), `every write after the two windows is ${winner}`);
+    }
+  });
+
+  it('measures the other way again now and then, and follows a machine whose speeds change', () => {
+    // Prepare: buffered is faster at first.
+    const chooser = new WriteModeChooser(4 * MiB, 16 * MiB);
+    run(chooser, 8 * MiB, { direct: 400, buffered: 900 });
+    assert.equal(chooser.mode, 'buffered', 'buffered is chosen while it is the faster');
+    // Act: the page cache becomes slow (memory pressure); direct is now the faster.
+    const later = run(chooser, 64 * MiB, { direct: 400, buffered: 100 });
+    // Assess: one buffered window is measured slower than direct was; from then on direct is
+    // written, but for one buffered window every 16 MiB that checks again.
+    assert.deepEqual(later.slice(0, 5), ['buffered', 'buffered', 'buffered', 'buffered', 'direct']);
+    const buffered = later.slice(4).filter((m) => m === 'buffered').length;
+    assert.ok(buffered <= 12, `after the switch, ${buffered} MiB of 60 were written buffered (the re-measurements)`);
+    assert.ok((chooser.rates.buffered ?? Infinity) < (chooser.rates.direct ?? 0), 'buffered is measured the slower');
+  });
+
+  it('re-measures a losing mode only for one window per re-probe interval', () => {
+    const chooser = new WriteModeChooser(4 * MiB, 32 * MiB);
+    const modes = run(chooser, 200 * MiB, { direct: 400, buffered: 900 });
+    const probes = modes.slice(8).filter((m) => m === 'direct').length;
+    // 192 MiB after the first two windows: about one 4 MiB direct window per 32 MiB buffered.
+    assert.ok(probes > 0 && probes <= 6 * 4, `direct was re-measured (${probes} MiB of 192)`);
+  });
+
+  it('ignores a write reported for the mode it has just left', () => {
+    const chooser = new WriteModeChooser(4 * MiB, 1024 * MiB);
+    run(chooser, 4 * MiB, { direct: 400, buffered: 900 });
+    assert.equal(chooser.mode, 'buffered');
+    // A direct write that was in flight when the window ended must not count as buffered time.
+    chooser.record('direct', 64 * MiB, 100);
+    run(chooser, 4 * MiB, { direct: 400, buffered: 900 });
+    assert.equal(chooser.mode, 'buffered');
+    assert.ok((chooser.rates.buffered ?? 0) > 800e6);
   });
 });

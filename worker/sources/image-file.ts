@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import type { BlockSink, BlockSource, ChangedBlocks } from '../../shared/ports/block-source.js';
 import { NotFoundError, RepositoryError, ValidationError } from '../../shared/core/errors.js';
 import { DEFAULT_BLOCK_SIZE } from '../format.js';
-import { DIRECT_IO_ALIGNMENT, DirectIoRefusedError, openDirect, writeAll, writeDirect } from '../../shared/local/direct-io.js';
+import { DIRECT_IO_ALIGNMENT, DirectIoRefusedError, WriteModeChooser, openDirect, writeAll, writeDirect, type WriteMode } from '../../shared/local/direct-io.js';
 
 // Header: magic, block size (u32), image size (u64), image mtime in ms (f64). The size and
 // mtime tie a map to the image it describes: a map older than its image is never trusted.
@@ -197,11 +197,14 @@ export interface ImageSinkOptions {
    */
   sync?: boolean;
   /**
-   * Write with direct I/O, bypassing the page cache (default true where the filesystem
-   * allows it): a restore writes the whole disk once and reads none of it back, and
-   * filling fresh page-cache pages was most of a restore's cost (shared/local/direct-io.ts).
+   * true: write with direct I/O, bypassing the page cache, where the filesystem allows it;
+   * false: through the page cache. Default: measured — the first writes try both and the
+   * faster on this machine is kept (WriteModeChooser in shared/local/direct-io.ts); with
+   * `sync`, direct, since every byte must reach the device before the restore ends anyway.
    */
   direct?: boolean;
+  /** How the default measures (bytes per window, bytes between re-measurements; tests lower them). */
+  measure?: { window: number; reprobe: number };
 }
 
 /**
@@ -298,9 +301,11 @@ async function blockWriter(fh: FileHandle, path: string, blockSize: number, opts
   // A second handle on the same file for direct writes; the buffered one writes when the
   // filesystem refuses them.
   let direct = opts.direct !== false && blockSize % DIRECT_IO_ALIGNMENT === 0 ? await openDirect(path, constants.O_WRONLY) : undefined;
+  /** Which way the next write goes, measured on this machine, unless the caller said. */
+  const chooser = opts.direct === undefined && !opts.sync ? new WriteModeChooser(opts.measure?.window, opts.measure?.reprobe) : undefined;
   let closed = false;
-  const writeOne = async (index: number, data: Uint8Array) => {
-    if (direct && !(how.shortBlocksBuffered && data.length % DIRECT_IO_ALIGNMENT !== 0)) {
+  const writeOne = async (index: number, data: Uint8Array, mode: WriteMode) => {
+    if (direct && mode === 'direct' && !(how.shortBlocksBuffered && data.length % DIRECT_IO_ALIGNMENT !== 0)) {
       try {
         await writeDirect(direct, data, index * blockSize);
         return;
@@ -314,7 +319,13 @@ async function blockWriter(fh: FileHandle, path: string, blockSize: number, opts
   };
   /** Consecutive whole blocks in one pwritev; anything the kernel will not take that way goes block by block. */
   const writeRun = async (run: QueuedBlock[]) => {
-    const target = direct ?? fh;
+    const mode: WriteMode = !direct ? 'buffered' : (chooser?.mode ?? 'direct');
+    const started = performance.now();
+    await writeRunAs(run, mode);
+    chooser?.record(mode, run.reduce((n, b) => n + b.data.length, 0), (performance.now() - started) / 1000);
+  };
+  const writeRunAs = async (run: QueuedBlock[], mode: WriteMode) => {
+    const target = mode === 'direct' && direct ? direct : fh;
     const bytes = run.length * blockSize;
     if (run.length > 1 && run.every((b) => b.data.length === blockSize)) {
       try {
@@ -324,7 +335,7 @@ async function blockWriter(fh: FileHandle, path: string, blockSize: number, opts
         if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
       }
     }
-    for (const b of run) await writeOne(b.index, b.data);
+    for (const b of run) await writeOne(b.index, b.data, mode);
   };
   const writer = createGroupWriter(writeRun, MAX_RUN_BLOCKS);
   return {

@@ -14,9 +14,11 @@ import { tempDirs } from '../../support/temp-dirs.js';
 const freshDir = tempDirs('tender-image-sink-');
 
 const BS = 64 * 1024;
+/** Measuring windows of two blocks: the measured sink switches between direct and buffered writes within one image. */
+const measure = { window: 2 * BS, reprobe: 6 * BS };
 
-for (const direct of [true, false]) {
-  describe(`image sink (${direct ? 'direct I/O where the filesystem allows it' : 'through the page cache'})`, () => {
+for (const direct of [true, false, undefined]) {
+  describe(`image sink (${direct === undefined ? 'measured: direct and buffered writes mixed' : direct ? 'direct I/O where the filesystem allows it' : 'through the page cache'})`, () => {
     it('writes blocks given out of order and concurrently, with a short last block, bit for bit and sparse', async () => {
       // Prepare: 40 blocks and a last one of 1000 bytes; every fourth block stays a hole.
       const size = 40 * BS + 1000;
@@ -29,7 +31,7 @@ for (const direct of [true, false]) {
       }
       const order = [...written].sort((a, b) => ((a * 7919) % 41) - ((b * 7919) % 41));
       const path = join(await freshDir(), 'disk.img');
-      const sink = await createImageSink(path, size, { blockSize: BS, direct });
+      const sink = await createImageSink(path, size, { blockSize: BS, direct, measure });
       // Act: every block from its own copy, all in flight at once, as restore's slots would be.
       await Promise.all(order.map((i) => sink.writeBlock(i, Buffer.from(image.subarray(i * BS, Math.min(size, (i + 1) * BS))))));
       await sink.finish();
