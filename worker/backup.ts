@@ -13,6 +13,7 @@ import { PackBuilder, ZERO_ID, packCapacity, blockCount, checkBuiltPack, emptyBl
 import { findParent, readAllManifests, type DamagedObject } from './restore-points.js';
 import { createLimiter } from './sources/retry.js';
 import { alignedBuffer } from '../shared/local/direct-io.js';
+import { IdFilter } from './id-filter.js';
 
 export interface BackupDisk {
   diskId: string;
@@ -202,6 +203,12 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
     req.onProgress({ bytesDone: doneBytes, bytesTotal: totalBytes, bytesPerSecond: Math.round(doneBytes / secs), diskId });
   };
 
+  // The codec threads compress a block at once when this filter says no run has stored it
+  // (worker/id-filter.ts): every block the index names, and every block this run seals.
+  const known = new IdFilter(repo.index.size + plans.reduce((s, p) => s + p.blocks.length, 0));
+  repo.index.forEachIdWords((words, at) => known.addWords(words, at));
+  pool.useFilter(known);
+
   const results: DiskBackupResult[] = [];
   const dataBlocksOf: number[] = [];
   // Every codec slot busy: reads run ahead of the codec threads by exactly the slots there are.
@@ -228,7 +235,7 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
             throw new SourceReadError(`cannot read block ${i} of disk ${disk.diskId}: ${(e as Error).message}`, { cause: e });
           }
           bytesRead += len;
-          const h = await pool.hash(slot, len);
+          const h = await pool.hash(slot, len, true);
           if (h.zero) {
             mapSet(map, i, ZERO_ID);
           } else {
@@ -236,7 +243,9 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
             mapSet(map, i, h.id);
             if (!repo.index.has(hex) && !pending.has(hex)) {
               pending.add(hex);
-              const sealed = await pool.encode(slot, len, h.id);
+              known.add(h.id);
+              // Sealed by the thread already when the filter knew it was new; else asked for now.
+              const sealed = h.sealed ?? (await pool.encode(slot, len, h.id));
               blocksNew++;
               bytesStored += sealed.len;
               await serial(async () => {

@@ -151,6 +151,15 @@ export class BlockIndex implements Iterable<[string, BlobLocation]> {
     }
   }
 
+  /** Calls `fn` with each live entry's ID as the 8 words words[at, at + 8), without making a Buffer or string of it. */
+  forEachIdWords(fn: (words: Uint32Array, at: number) => void): void {
+    for (let e = 0; e < this.used; e++) {
+      const chunk = this.chunks[e >>> CHUNK_BITS]!;
+      const at = (e & (CHUNK - 1)) * WORDS;
+      if (chunk[at + 8] !== DELETED) fn(chunk, at);
+    }
+  }
+
   *keys(): IterableIterator<string> {
     for (const [hex] of this) yield hex;
   }

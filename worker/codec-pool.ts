@@ -8,10 +8,11 @@
 // thread copies the sealed result into the pack. Nothing per block is
 // allocated on the main thread, so peak memory does not grow with the disk.
 //
-// Hashing and encoding are two messages: the main thread owns the dedup index,
-// so it learns a block's ID first and asks for the (expensive) compression only
-// when the block is new. Ten VMs cloned from one image cost ten hashes per
-// block, not ten compressions.
+// The main thread owns the dedup index, so it learns a block's ID first and asks
+// for the (expensive) compression only when the block is new: ten VMs cloned from
+// one image cost ten hashes per block, not ten compressions. A block the shared
+// filter of known IDs says is surely new (worker/id-filter.ts) is compressed at
+// once instead, with its ID and sealed result in one answer: no second round trip.
 //
 // The thread body is plain JavaScript evaluated from a string, so the same
 // code runs from TypeScript sources (tsx), from the esbuild worker bundle and
@@ -21,8 +22,9 @@ import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
 import { alignedSharedMemory, DIRECT_IO_ALIGNMENT } from '../shared/local/direct-io.js';
+import { ID_FILTER_THREAD_SOURCE, type IdFilter } from './id-filter.js';
 
-const THREAD_SOURCE = String.raw`
+const THREAD_SOURCE = ID_FILTER_THREAD_SOURCE + String.raw`
 const { parentPort, workerData } = require('node:worker_threads');
 const crypto = require('node:crypto');
 // The low-level binding compresses into buffers we own: no allocation per block.
@@ -30,6 +32,8 @@ const zstd = require(workerData.zstdBindingPath);
 // Keys, codec settings and the shared slots arrive in the first message ('configure'): the
 // thread can start while the repository's key is still being unwrapped.
 let encKey, idKey, slotSize, inputs, outputs, cctx, dctx, packed, unpacked, opened;
+// The filter of known block IDs ('filter' message): absent until a backup sends one.
+let filterWords, filterMask;
 function configure(c) {
   encKey = Buffer.from(c.encKey);
   idKey = Buffer.from(c.idKey);
@@ -104,32 +108,43 @@ function decodePlain(plain) {
   throw new Error('unknown codec ' + plain[0]);
 }
 
+/** Compresses and seals the slot's input into its output, and checks the result decodes back. */
+function encode(slot, len, id) {
+  const data = input(slot, len);
+  const aad = Buffer.concat([aadPrefix, id]);
+  const clen = cctx.compress2(packed, data);
+  // Stored raw when zstd saves under 2%: restore then skips decompression.
+  const useZstd = clen < data.length * 0.98;
+  const out = output(slot);
+  const sealedLen = sealInto(out, useZstd ? CODEC_ZSTD : CODEC_NONE, useZstd ? packed.subarray(0, clen) : data, aad);
+  // Decode what is about to be stored and compare with the input: a codec
+  // bug must fail this backup, not a restore years later.
+  const back = openSealed(out.subarray(0, sealedLen), aad);
+  const raw = back && decodePlain(back);
+  if (!raw || !raw.equals(data)) throw new Error('self-check failed: the sealed block does not decode to its input');
+  maybeGc(2 * sealedLen);
+  return { len: sealedLen, codec: useZstd ? 'zstd' : 'none' };
+}
+
 parentPort.on('message', (m) => {
   if (m.op === 'configure') { configure(m); return; }
+  if (m.op === 'filter') { filterWords = new Int32Array(m.memory); filterMask = m.bits - 1; return; }
   try {
     if (!cctx) throw new Error('codec thread used before it was configured');
     if (m.op === 'hash') {
       const data = input(m.slot, m.len);
       if (isZero(data)) { parentPort.postMessage({ req: m.req, zero: true }); return; }
+      const digest = crypto.createHmac('sha256', idKey).update(data).digest();
       // IDs travel as hex: posting a Buffer would clone the whole 8 KiB pool it lives in.
-      const id = crypto.createHmac('sha256', idKey).update(data).digest('hex');
+      const id = digest.toString('hex');
+      if (m.encodeIfNew && filterWords && !filterMayHave(filterWords, filterMask, digest)) {
+        const sealed = encode(m.slot, m.len, digest);
+        parentPort.postMessage({ req: m.req, zero: false, id, sealed });
+        return;
+      }
       parentPort.postMessage({ req: m.req, zero: false, id });
     } else if (m.op === 'encode') {
-      const data = input(m.slot, m.len);
-      const id = Buffer.from(m.id, 'hex');
-      const aad = Buffer.concat([aadPrefix, id]);
-      const clen = cctx.compress2(packed, data);
-      // Stored raw when zstd saves under 2%: restore then skips decompression.
-      const useZstd = clen < data.length * 0.98;
-      const out = output(m.slot);
-      const len = sealInto(out, useZstd ? CODEC_ZSTD : CODEC_NONE, useZstd ? packed.subarray(0, clen) : data, aad);
-      // Decode what is about to be stored and compare with the input: a codec
-      // bug must fail this backup, not a restore years later.
-      const back = openSealed(out.subarray(0, len), aad);
-      const raw = back && decodePlain(back);
-      if (!raw || !raw.equals(data)) throw new Error('self-check failed: the sealed block does not decode to its input');
-      parentPort.postMessage({ req: m.req, len, codec: useZstd ? 'zstd' : 'none' });
-      maybeGc(2 * len);
+      parentPort.postMessage({ req: m.req, ...encode(m.slot, m.len, Buffer.from(m.id, 'hex')) });
     } else if (m.op === 'decode') {
       const id = Buffer.from(m.id, 'hex');
       const plain = openSealed(input(m.slot, m.len), Buffer.concat([aadPrefix, id]));
@@ -159,6 +174,12 @@ export interface ZstdParams {
   hashLog?: number;
   chainLog?: number;
   minMatch?: number;
+}
+
+/** A block sealed into its slot's output: its sealed length and the codec inside. */
+export interface Sealed {
+  len: number;
+  codec: 'zstd' | 'none';
 }
 
 interface Pending {
@@ -257,6 +278,8 @@ export class CodecPool {
   private seq = 0;
   private next = 0;
   readonly slotSize: number;
+  /** Blocks compressed and sealed so far (by `encode`, or by `hash` for a block that was surely new). */
+  compressed = 0;
 
   constructor(opts: CodecPoolOptions) {
     const n = opts.started ? opts.started.workers.length : Math.max(1, opts.threads ?? availableParallelism());
@@ -319,16 +342,28 @@ export class CodecPool {
     });
   }
 
-  /** Keyed hash of slot.input[0, len); all-zero blocks come back as `zero` (never stored). */
-  async hash(slot: Slot, len: number): Promise<{ zero: true } | { zero: false; id: Buffer; hex: string }> {
-    const m = await this.call({ op: 'hash', slot: slot.index, len });
-    return m.zero ? { zero: true } : { zero: false, id: Buffer.from(m.id, 'hex'), hex: m.id };
+  /**
+   * Keyed hash of slot.input[0, len); all-zero blocks come back as `zero` (never stored). With
+   * `encodeIfNew`, a block the filter (useFilter) says is surely new is also compressed and
+   * sealed into slot.output, as `encode` would, and comes back with `sealed`.
+   */
+  async hash(slot: Slot, len: number, encodeIfNew = false): Promise<{ zero: true } | { zero: false; id: Buffer; hex: string; sealed?: Sealed }> {
+    const m = await this.call({ op: 'hash', slot: slot.index, len, encodeIfNew });
+    if (m.zero) return { zero: true };
+    if (m.sealed) this.compressed++;
+    return { zero: false, id: Buffer.from(m.id, 'hex'), hex: m.id, ...(m.sealed ? { sealed: m.sealed as Sealed } : {}) };
   }
 
   /** Compresses and seals slot.input[0, len) into slot.output; returns the sealed length. Self-checked. */
-  async encode(slot: Slot, len: number, id: Buffer): Promise<{ len: number; codec: 'zstd' | 'none' }> {
+  async encode(slot: Slot, len: number, id: Buffer): Promise<Sealed> {
     const m = await this.call({ op: 'encode', slot: slot.index, len, id: id.toString('hex') });
+    this.compressed++;
     return { len: m.len, codec: m.codec };
+  }
+
+  /** Gives every thread the filter of known block IDs that `hash(…, true)` consults (replacing any earlier one). */
+  useFilter(filter: IdFilter): void {
+    for (const t of this.threads) t.worker.postMessage({ op: 'filter', memory: filter.memory, bits: filter.bits });
   }
 
   /** Opens the sealed block in slot.input[0, len) into slot.output; returns the raw length. */

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { CodecPool, CodecThreads } from '../../worker/codec-pool.js';
+import { IdFilter } from '../../worker/id-filter.js';
 
 const keys = () => ({ encryptionKey: randomBytes(32), idKey: randomBytes(32) });
 
@@ -28,6 +29,37 @@ test('threads started ahead of their keys hash, seal and decode once a pool conf
     assert.ok(slot.output.subarray(0, block.length).equals(block));
     pool.release(slot);
     assert.throws(() => new CodecPool({ ...keys(), blockSize: 64 * 1024, started }), /already belong to a pool/);
+  } finally {
+    await pool.close();
+  }
+});
+
+test('a block the filter says is surely new comes back hashed and sealed in one answer; a known one only hashed', async () => {
+  // Prepare: two different blocks, the first already known to the filter.
+  const pool = new CodecPool({ ...keys(), blockSize: 64 * 1024, level: 2, threads: 1 });
+  try {
+    const known = Buffer.alloc(64 * 1024, 'a block the repository holds ');
+    const fresh = Buffer.alloc(64 * 1024, 'a block never stored before ');
+    const slot = await pool.acquire();
+    known.copy(slot.input);
+    const first = await pool.hash(slot, known.length);
+    if (first.zero) throw new Error('not a zero block');
+    const filter = new IdFilter(10);
+    filter.add(first.id);
+    pool.useFilter(filter);
+    // Act
+    const again = await pool.hash(slot, known.length, true);
+    fresh.copy(slot.input);
+    const h = await pool.hash(slot, fresh.length, true);
+    // Assess
+    assert.ok(!again.zero && again.sealed === undefined, 'a maybe-known block is left to the caller');
+    assert.ok(!h.zero && h.sealed, 'a surely new block is sealed at once');
+    if (h.zero || !h.sealed) return;
+    assert.equal(pool.compressed, 1);
+    slot.output.copy(slot.input, 0, 0, h.sealed.len);
+    assert.equal(await pool.decode(slot, h.sealed.len, h.id, fresh.length, true), fresh.length, 'it decodes, and matches its ID');
+    assert.ok(slot.output.subarray(0, fresh.length).equals(fresh));
+    pool.release(slot);
   } finally {
     await pool.close();
   }

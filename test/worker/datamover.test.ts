@@ -144,13 +144,17 @@ test('identical blocks are stored once across disks and across VMs', async () =>
 
   await backupImage(repo, join(dir, 'golden.img'), { vmId: 'vm-0' });
   const afterOne = bytes();
+  const compressedOnce = repo.codecs().compressed;
   for (let i = 1; i < 10; i++) {
     const r = await backupImage(repo, join(dir, 'golden.img'), { vmId: `vm-${i}` });
     assert.equal(r.disks[0]!.blocksNew, 0);
   }
 
-  // Ten clones cost one copy of the data plus ten small manifests and block maps.
+  // Ten clones cost one copy of the data plus ten small manifests and block maps, and the
+  // clones were hashed, never compressed.
   assert.ok(bytes() < afterOne * 1.1, `${bytes()} bytes for ten clones vs ${afterOne} for one`);
+  assert.ok(compressedOnce > 0);
+  assert.equal(repo.codecs().compressed, compressedOnce, 'no block of a clone was compressed');
   await repo.close();
 });
 
