@@ -13,7 +13,7 @@ import { PackBuilder, ZERO_ID, packCapacity, blockCount, checkBuiltPack, emptyBl
 import { findParent, readAllManifests, type DamagedObject } from './restore-points.js';
 import { createLimiter } from './sources/retry.js';
 import { alignedBuffer } from '../shared/local/direct-io.js';
-import { IdFilter } from './id-filter.js';
+import { IdFilter, filterPays } from './id-filter.js';
 
 export interface BackupDisk {
   diskId: string;
@@ -204,9 +204,12 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   };
 
   // The codec threads compress a block at once when this filter says no run has stored it
-  // (worker/id-filter.ts): every block the index names, and every block this run seals.
-  const known = new IdFilter(repo.index.size + plans.reduce((s, p) => s + p.blocks.length, 0));
-  repo.index.forEachIdWords((words, at) => known.addWords(words, at));
+  // (worker/id-filter.ts): every block the index names, and every block this run seals. A run
+  // too small for the filter to pay for itself goes without (each block then waits for the
+  // main thread to ask for its compression).
+  const toRead = plans.reduce((s, p) => s + p.blocks.length, 0);
+  const known = filterPays(repo.index.size, toRead) ? new IdFilter(repo.index.size + toRead) : undefined;
+  if (known) repo.index.forEachIdWords((words, at) => known.addWords(words, at));
   pool.useFilter(known);
 
   const results: DiskBackupResult[] = [];
@@ -235,7 +238,7 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
             throw new SourceReadError(`cannot read block ${i} of disk ${disk.diskId}: ${(e as Error).message}`, { cause: e });
           }
           bytesRead += len;
-          const h = await pool.hash(slot, len, true);
+          const h = await pool.hash(slot, len, !!known);
           if (h.zero) {
             mapSet(map, i, ZERO_ID);
           } else {
@@ -243,7 +246,7 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
             mapSet(map, i, h.id);
             if (!repo.index.has(hex) && !pending.has(hex)) {
               pending.add(hex);
-              known.add(h.id);
+              known?.add(h.id);
               // Sealed by the thread already when the filter knew it was new; else asked for now.
               const sealed = h.sealed ?? (await pool.encode(slot, len, h.id));
               blocksNew++;

@@ -51,8 +51,8 @@ Incremental: --parent names the snapshot the previous restore point of that disk
 
 Restore writes IMAGE.partial and renames it to the target when complete; --sync also flushes it
   to the device first (slower; what you want before pulling the power). A block device as the
-  target (with --overwrite) is written in place, every block including zeros; it must be at least
-  the disk's size.
+  target (with --overwrite) is written in place, every block including zeros, and always flushed
+  before the restore reports done; it must be at least the disk's size.
 
 Exit codes: 0 done, 1 failed (the message says why and what to do), 2 bad arguments. ls lists
   what it can read and exits 1 when a restore point cannot be read (named on stderr); forget

@@ -122,13 +122,12 @@ function encode(slot, len, id) {
   const back = openSealed(out.subarray(0, sealedLen), aad);
   const raw = back && decodePlain(back);
   if (!raw || !raw.equals(data)) throw new Error('self-check failed: the sealed block does not decode to its input');
-  maybeGc(2 * sealedLen);
   return { len: sealedLen, codec: useZstd ? 'zstd' : 'none' };
 }
 
 parentPort.on('message', (m) => {
   if (m.op === 'configure') { configure(m); return; }
-  if (m.op === 'filter') { filterWords = new Int32Array(m.memory); filterMask = m.bits - 1; return; }
+  if (m.op === 'filter') { filterWords = m.memory ? new Int32Array(m.memory) : undefined; filterMask = m.bits - 1; recentlySealed.clear(); return; }
   try {
     if (!cctx) throw new Error('codec thread used before it was configured');
     if (m.op === 'hash') {
@@ -137,14 +136,18 @@ parentPort.on('message', (m) => {
       const digest = crypto.createHmac('sha256', idKey).update(data).digest();
       // IDs travel as hex: posting a Buffer would clone the whole 8 KiB pool it lives in.
       const id = digest.toString('hex');
-      if (m.encodeIfNew && filterWords && !filterMayHave(filterWords, filterMask, digest)) {
+      if (m.encodeIfNew && filterWords && !recentlySealed.has(id) && !filterMayHave(filterWords, filterMask, digest)) {
         const sealed = encode(m.slot, m.len, digest);
+        noteSealed(id);
         parentPort.postMessage({ req: m.req, zero: false, id, sealed });
+        maybeGc(2 * sealed.len);
         return;
       }
       parentPort.postMessage({ req: m.req, zero: false, id });
     } else if (m.op === 'encode') {
-      parentPort.postMessage({ req: m.req, ...encode(m.slot, m.len, Buffer.from(m.id, 'hex')) });
+      const sealed = encode(m.slot, m.len, Buffer.from(m.id, 'hex'));
+      parentPort.postMessage({ req: m.req, ...sealed });
+      maybeGc(2 * sealed.len);
     } else if (m.op === 'decode') {
       const id = Buffer.from(m.id, 'hex');
       const plain = openSealed(input(m.slot, m.len), Buffer.concat([aadPrefix, id]));
@@ -361,9 +364,9 @@ export class CodecPool {
     return { len: m.len, codec: m.codec };
   }
 
-  /** Gives every thread the filter of known block IDs that `hash(…, true)` consults (replacing any earlier one). */
-  useFilter(filter: IdFilter): void {
-    for (const t of this.threads) t.worker.postMessage({ op: 'filter', memory: filter.memory, bits: filter.bits });
+  /** Gives every thread the filter of known block IDs that `hash(…, true)` consults, replacing any earlier one; undefined takes it away. */
+  useFilter(filter: IdFilter | undefined): void {
+    for (const t of this.threads) t.worker.postMessage({ op: 'filter', memory: filter?.memory, bits: filter?.bits ?? 0 });
   }
 
   /** Opens the sealed block in slot.input[0, len) into slot.output; returns the raw length. */

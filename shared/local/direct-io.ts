@@ -147,7 +147,10 @@ export type WriteMode = 'direct' | 'buffered';
  * faster; every `reprobe` bytes it measures the other mode again for one window, so a machine
  * whose disk or memory changes speed mid-restore is followed. Rates are bytes per second of
  * time spent inside write calls, one write in flight at a time, so they are what the writer
- * actually waits for. Pure bookkeeping: the caller times the writes.
+ * actually waits for: filling page-cache pages happens inside a buffered write call, and once
+ * dirty pages pass the kernel's limits the buffered calls slow to the device's pace and the
+ * next windows say so. What is not counted is the flusher threads' CPU writing the cache back
+ * later. Pure bookkeeping: the caller times the writes.
  */
 export class WriteModeChooser {
   private readonly rate: Record<WriteMode, number | undefined> = { direct: undefined, buffered: undefined };

@@ -59,6 +59,12 @@ test('a block the filter says is surely new comes back hashed and sealed in one 
     slot.output.copy(slot.input, 0, 0, h.sealed.len);
     assert.equal(await pool.decode(slot, h.sealed.len, h.id, fresh.length, true), fresh.length, 'it decodes, and matches its ID');
     assert.ok(slot.output.subarray(0, fresh.length).equals(fresh));
+    // The same new block read again before the main thread has noted it (a run of identical
+    // blocks in flight) is not compressed a second time: it is left to the main thread.
+    fresh.copy(slot.input);
+    const repeat = await pool.hash(slot, fresh.length, true);
+    assert.ok(!repeat.zero && repeat.sealed === undefined, 'a block this thread just sealed is not sealed again');
+    assert.equal(pool.compressed, 1);
     pool.release(slot);
   } finally {
     await pool.close();

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
-import { IdFilter } from '../../worker/id-filter.js';
+import { IdFilter, filterPays } from '../../worker/id-filter.js';
 import { BlockIndex } from '../../worker/block-index.js';
 
 const key = randomBytes(32);
@@ -47,4 +47,11 @@ test('the dedup index fills it without making a string of each ID, and forgotten
 test('a filter for a huge repository stays bounded (it only grows less exact)', () => {
   assert.equal(new IdFilter(0).bits, 2 ** 16);
   assert.equal(new IdFilter(2 ** 30).memory.byteLength, 32 * 1024 * 1024);
+});
+
+test('a run that reads too few blocks for the filter to pay for filling it goes without', () => {
+  assert.equal(filterPays(2706, 329), true, 'an incremental of a small repository');
+  assert.equal(filterPays(0, 0), true);
+  assert.equal(filterPays(16_000_000, 50), false, 'fifty changed blocks against sixteen million known');
+  assert.equal(filterPays(16_000_000, 100_000), true);
 });

@@ -253,7 +253,8 @@ export async function createImageSink(path: string, sizeBytes: number, opts: Ima
 /**
  * Writes a disk onto a block device, in place (`--target /dev/sdX --overwrite`): no partial
  * file and no rename (a device node is not a file to replace), every block written — zeros too,
- * since the device holds old data — and the device must be at least the disk's size.
+ * since the device holds old data — and the device must be at least the disk's size. Written
+ * direct and flushed before finish() returns, `sync` or not.
  */
 async function createDeviceSink(path: string, sizeBytes: number, blockSize: number, opts: ImageSinkOptions): Promise<BlockSink> {
   if (!opts.overwrite) throw new ValidationError(`${path} is a block device — pass --overwrite to write the restored disk onto it (everything on it is replaced)`);
@@ -264,9 +265,11 @@ async function createDeviceSink(path: string, sizeBytes: number, blockSize: numb
     const probe = Buffer.alloc(1);
     const { bytesRead } = sizeBytes > 0 ? await fh.read(probe, 0, 1, sizeBytes - 1) : { bytesRead: 1 };
     if (bytesRead !== 1) throw new ValidationError(`${path} is smaller than the disk (${sizeBytes} bytes) — restore onto a device at least that large`);
-    // A short last block goes through the page cache: a direct write would pad it to 4 KiB,
-    // past the disk's end (over what follows it on the device, or past the device's end).
-    blocks = await blockWriter(fh, path, blockSize, opts, { shortBlocksBuffered: true });
+    // Written direct (not measured): a device is often detached right after a restore, and a
+    // direct write reports the device's error at once, where a buffered one would fail unseen
+    // in write-back. A short last block goes through the page cache (a direct write would pad
+    // it to 4 KiB, past the disk's end), and finish() flushes the device either way.
+    blocks = await blockWriter(fh, path, blockSize, { ...opts, direct: opts.direct ?? true }, { shortBlocksBuffered: true });
   } catch (e) {
     await fh.close().catch(() => undefined);
     throw e;
@@ -277,7 +280,7 @@ async function createDeviceSink(path: string, sizeBytes: number, blockSize: numb
     writeBlock: blocks.write,
     async finish(): Promise<string> {
       await blocks.idle();
-      if (opts.sync) await fh.sync();
+      await fh.sync();
       await blocks.close();
       return path;
     },
@@ -299,7 +302,7 @@ interface BlockWriter {
 /** Block writes to `fh` (and a direct-I/O handle on `path` where the filesystem allows it), grouped into vectored writes. */
 async function blockWriter(fh: FileHandle, path: string, blockSize: number, opts: ImageSinkOptions, how: { shortBlocksBuffered?: boolean } = {}): Promise<BlockWriter> {
   // A second handle on the same file for direct writes; the buffered one writes when the
-  // filesystem refuses them.
+  // filesystem refuses them, and whenever the chooser finds buffered writes the faster.
   let direct = opts.direct !== false && blockSize % DIRECT_IO_ALIGNMENT === 0 ? await openDirect(path, constants.O_WRONLY) : undefined;
   /** Which way the next write goes, measured on this machine, unless the caller said. */
   const chooser = opts.direct === undefined && !opts.sync ? new WriteModeChooser(opts.measure?.window, opts.measure?.reprobe) : undefined;
