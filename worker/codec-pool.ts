@@ -136,7 +136,7 @@ parentPort.on('message', (m) => {
       const digest = crypto.createHmac('sha256', idKey).update(data).digest();
       // IDs travel as hex: posting a Buffer would clone the whole 8 KiB pool it lives in.
       const id = digest.toString('hex');
-      if (m.encodeIfNew && filterWords && !recentlySealed.has(id) && !filterMayHave(filterWords, filterMask, digest)) {
+      if (m.encodeIfNew && filterWords && !recentlySealed.has(id) && !filterMayHave(filterWords, filterMask, digest, filterProbe, filterProbeBytes)) {
         const sealed = encode(m.slot, m.len, digest);
         noteSealed(id);
         parentPort.postMessage({ req: m.req, zero: false, id, sealed });

@@ -14,8 +14,9 @@
 //
 // Block IDs are keyed hashes, uniform and not choosable without the repository key, so the
 // filter's four bit positions are simply four 32-bit words of the ID. 10 bits per ID (rounded
-// up to a power of two: 1.25–2.5 bytes): about 1% of new blocks look known and go the long way. Bits are set by the main thread alone; a thread reading
-// a word while it is set sees the old or the new value, and either answer is safe.
+// up to a power of two: 1.25–2.5 bytes): about 1% of new blocks look known and go the long way.
+// Bits are set by the main thread alone; a thread reading a word while it is set sees the old
+// or the new value, and either answer is safe.
 
 const BITS_PER_ID = 10;
 const MIN_BITS = 2 ** 16;
@@ -56,12 +57,7 @@ export class IdFilter {
 
   /** False when the ID was surely never added. */
   mayHave(id: Uint8Array): boolean {
-    this.probeBytes.set(id.subarray(4, 20));
-    for (let i = 0; i < 4; i++) {
-      const b = this.probe[i]! & this.mask;
-      if ((this.words[b >>> 5]! & (1 << (b & 31))) === 0) return false;
-    }
-    return true;
+    return filterMayHave(this.words, this.mask, id, this.probe, this.probeBytes);
   }
 
   private setProbe(): void {
@@ -82,17 +78,26 @@ export function filterPays(indexSize: number, blocksToRead: number): boolean {
   return blocksToRead * 2000 >= indexSize;
 }
 
-/** The same test as IdFilter.mayHave, as plain JavaScript for the codec threads' source (codec-pool.ts). */
-export const ID_FILTER_THREAD_SOURCE = String.raw`
-const filterProbe = new Uint32Array(4), filterProbeBytes = new Uint8Array(filterProbe.buffer);
-function filterMayHave(words, mask, id) {
-  filterProbeBytes.set(id.subarray(4, 20));
+/**
+ * The filter's test, written once: IdFilter.mayHave calls it, and the codec threads run its
+ * source (ID_FILTER_THREAD_SOURCE), so it uses nothing but its arguments. `probe` is four words
+ * of scratch and `probeBytes` its bytes: the ID's words 1–4, in the machine's byte order, as
+ * BlockIndex holds them.
+ */
+function filterMayHave(words: Int32Array, mask: number, id: Uint8Array, probe: Uint32Array, probeBytes: Uint8Array): boolean {
+  probeBytes.set(id.subarray(4, 20));
   for (let i = 0; i < 4; i++) {
-    const b = filterProbe[i] & mask;
-    if ((words[b >>> 5] & (1 << (b & 31))) === 0) return false;
+    const b = probe[i]! & mask;
+    if ((words[b >>> 5]! & (1 << (b & 31))) === 0) return false;
   }
   return true;
 }
+
+/** The codec threads' side of the filter, as JavaScript source for their thread body (codec-pool.ts). */
+export const ID_FILTER_THREAD_SOURCE = `
+const filterMayHave = (${filterMayHave.toString()});
+const filterProbe = new Uint32Array(4), filterProbeBytes = new Uint8Array(filterProbe.buffer);
+` + String.raw`
 // The blocks this thread sealed at once lately (hex IDs, oldest first): one of them read again
 // is left to the main thread, which knows it is pending.
 const recentlySealed = new Set();

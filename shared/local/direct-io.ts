@@ -131,7 +131,6 @@ export async function writeDirect(fh: FileHandle, data: Uint8Array, position: nu
   return data.length % DIRECT_IO_ALIGNMENT !== 0;
 }
 
-
 export type WriteMode = 'direct' | 'buffered';
 
 /**
@@ -191,14 +190,11 @@ export class WriteModeChooser {
       return;
     }
     const faster: WriteMode = this.rate.direct! >= this.rate.buffered! ? 'direct' : 'buffered';
-    if (mode !== this.chosen) {
-      // A probe window (or the first choice) just ended: keep to the faster from here.
+    if (mode !== this.chosen || faster !== mode) {
+      // A probe window (or the first choice) just ended, or the chosen mode fell behind: keep
+      // to the faster from here.
       this.chosen = faster;
       this.windowMode = faster;
-      this.sinceProbe = 0;
-    } else if (faster !== mode) {
-      this.windowMode = faster;
-      this.chosen = faster;
       this.sinceProbe = 0;
     } else if (this.sinceProbe >= this.reprobe) {
       this.windowMode = other;
