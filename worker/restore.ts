@@ -8,6 +8,7 @@ import type { BlockSink } from '../shared/ports/block-source.js';
 import type { JobProgress } from '../shared/ports/cloud.js';
 import { CorruptObjectError, NotFoundError } from '../shared/core/errors.js';
 import { eachLimit, type Repository } from './repository.js';
+import type { ObjectReader } from '../shared/ports/object-store.js';
 import { blockCount, isZeroId, mapGet, packKey, type BlobLocation, type ManifestDisk } from './format.js';
 
 /** A run of blobs read from one pack with one ranged GET. */
@@ -145,25 +146,42 @@ export async function restoreDisk(
     const total = dataBlocks * disk.blockSize;
     let written = 0;
     let last = 0;
-    // Several ranges in flight so reads, decoding and writes overlap (memory: this many × MAX_RANGE).
+    // A store that reads small pieces cheaply (a local folder) reads each block straight into
+    // its codec slot: no range buffer, and no copy of every block on the main thread. Any
+    // other (S3, Blob) is read in coalesced ranges, a request per few MiB.
+    const store = repo.store;
+    const missing = (key: string, e: unknown) =>
+      e instanceof NotFoundError ? new CorruptObjectError(key, 'is missing: the repository lost data — run `tender-worker verify`', { cause: e }) : e;
+    const short = (key: string, got: number, want: number) => new CorruptObjectError(key, `is shorter than its index says (${got} < ${want})`);
+    // Several ranges in flight so reads, decoding and writes overlap (memory, when read whole:
+    // this many × MAX_RANGE).
     await eachLimit(plan.ranges(), 4, async (r) => {
       const key = packKey(r.pack);
-      let bytes: Uint8Array;
-      try {
-        bytes = await repo.store.get(key, { offset: r.offset, length: r.length });
-      } catch (e) {
-        if (e instanceof NotFoundError) throw new CorruptObjectError(key, 'is missing: the repository lost data — run `tender-worker verify`', { cause: e });
-        throw e;
+      let buf: Buffer | undefined;
+      let reader: ObjectReader | undefined;
+      if (store.openReader) {
+        reader = await store.openReader(key).catch((e) => {
+          throw missing(key, e);
+        });
+      } else {
+        const bytes = await store.get(key, { offset: r.offset, length: r.length }).catch((e) => {
+          throw missing(key, e);
+        });
+        if (bytes.length !== r.length) throw short(key, r.offset + bytes.length, r.offset + r.length);
+        buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       }
-      if (bytes.length !== r.length) throw new CorruptObjectError(key, `is shorter than its index says (${r.offset + bytes.length} < ${r.offset + r.length})`);
-      const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      await Promise.all(
+      const settled = await Promise.allSettled(
         r.blobs.map(async (b) => {
-          const start = b.loc.offset - r.offset;
           const slot = await pool.acquire();
           try {
             if (b.loc.length > slot.input.length) throw new CorruptObjectError(key, `block ${b.id.toString('hex').slice(0, 16)}… is ${b.loc.length} bytes, larger than any block this repository writes`);
-            slot.input.set(buf.subarray(start, start + b.loc.length));
+            if (buf) {
+              const start = b.loc.offset - r.offset;
+              slot.input.set(buf.subarray(start, start + b.loc.length));
+            } else {
+              const got = await reader!.read(b.loc.offset, slot.input.subarray(0, b.loc.length));
+              if (got !== b.loc.length) throw short(key, b.loc.offset + got, b.loc.offset + b.loc.length);
+            }
             let rawLength: number;
             try {
               rawLength = await pool.decode(slot, b.loc.length, b.id, b.loc.rawLength);
@@ -180,6 +198,10 @@ export async function restoreDisk(
           }
         }),
       );
+      // Every read of the range has ended (a failed one does not cut the others short): the reader can go.
+      await reader?.close();
+      const failed = settled.find((x) => x.status === 'rejected');
+      if (failed) throw failed.reason;
       if (onProgress && Date.now() - last > 250) {
         last = Date.now();
         onProgress({ bytesDone: written, bytesTotal: total, bytesPerSecond: Math.round(written / Math.max(0.001, (last - started) / 1000)), diskId });

@@ -141,23 +141,31 @@ export async function verifyRepository(repo: Repository, opts: VerifyOptions = {
             }
           }
         }
-        const bytes = Buffer.from(await repo.store.get(key));
-        packsRead++;
-        await Promise.all(
-          entries.map(async (e) => {
-            const slot = await pool.acquire();
-            try {
-              if (e.length > slot.input.length) throw new Error(`${e.length} bytes, larger than any block this repository writes`);
-              slot.input.set(bytes.subarray(e.offset, e.offset + e.length));
-              await pool.decode(slot, e.length, e.id, e.rawLength, true);
-              blobsChecked++;
-            } catch (err) {
-              problems.push({ object: key, message: `block ${e.id.toString('hex').slice(0, 16)}… at offset ${e.offset}: ${(err as Error).message}` });
-            } finally {
-              pool.release(slot);
-            }
-          }),
-        );
+        // Block by block straight into the codec slots where the store can (as restore does),
+        // else the whole pack at once.
+        const reader = repo.store.openReader ? await repo.store.openReader(key) : undefined;
+        try {
+          const bytes = reader ? undefined : await repo.store.get(key);
+          packsRead++;
+          await Promise.all(
+            entries.map(async (e) => {
+              const slot = await pool.acquire();
+              try {
+                if (e.length > slot.input.length) throw new Error(`${e.length} bytes, larger than any block this repository writes`);
+                if (bytes) slot.input.set(bytes.subarray(e.offset, e.offset + e.length));
+                else if ((await reader!.read(e.offset, slot.input.subarray(0, e.length))) !== e.length) throw new Error('the pack ends before it');
+                await pool.decode(slot, e.length, e.id, e.rawLength, true);
+                blobsChecked++;
+              } catch (err) {
+                problems.push({ object: key, message: `block ${e.id.toString('hex').slice(0, 16)}… at offset ${e.offset}: ${(err as Error).message}` });
+              } finally {
+                pool.release(slot);
+              }
+            }),
+          );
+        } finally {
+          await reader?.close();
+        }
       } catch (e) {
         note(key, e);
       }

@@ -4,7 +4,7 @@
 //   withLogging(withRetry(withThrottle(createS3Store(...), { maxConcurrent: 8 }), {...}), log)
 // Only one layer should retry: the stores from worker/store-from-url.ts already
 // come wrapped in withRetry with the SDK's own retries turned off.
-import type { GetRange, ObjectInfo, ObjectStore } from '../ports/object-store.js';
+import type { GetRange, ObjectInfo, ObjectReader, ObjectStore } from '../ports/object-store.js';
 import type { Logger } from './logger.js';
 import { AccessDeniedError, NotFoundError, TransientError, toError } from './errors.js';
 
@@ -87,6 +87,14 @@ export function withRetry(store: ObjectStore, opts: RetryOptions): ObjectStore {
         return existing !== undefined && sameBytes(existing, data);
       }),
     get: (key, range) => run('get', key, () => store.get(key, range)),
+    // Only where the inner store has it: a caller falls back to get otherwise. Reading into the
+    // same target again is harmless, so a read is retried too.
+    ...(store.openReader && {
+      openReader: async (key: string): Promise<ObjectReader> => {
+        const reader = await run('get', key, () => store.openReader!(key));
+        return { read: (offset, target) => run('get', key, () => reader.read(offset, target)), close: () => reader.close() };
+      },
+    }),
     stat: (key) => run('stat', key, () => store.stat(key)),
     delete: (key) => run('delete', key, () => store.delete(key)),
     list: (prefix) =>
@@ -255,6 +263,8 @@ export function withFaults(store: ObjectStore, script: FaultScript): FaultyStore
         },
       ),
     get: (key, range) => call('get', key, () => store.get(key, range)),
+    // Opening a reader is a get: rules and counts for get cover it (its reads are not counted).
+    ...(store.openReader && { openReader: (key: string) => call('get', key, () => store.openReader!(key)) }),
     stat: (key) => call('stat', key, () => store.stat(key)),
     delete: (key) => call('delete', key, () => store.delete(key)),
     list: (prefix) =>
@@ -323,6 +333,14 @@ export function withThrottle(store: ObjectStore, opts: { maxConcurrent: number }
     put: (key, data) => limit(() => store.put(key, data)),
     putIfAbsent: (key, data) => limit(() => store.putIfAbsent(key, data)),
     get: (key, range) => limit(() => store.get(key, range)),
+    // The open and each read take a slot, never the reader's whole life: readers held open
+    // cannot starve other calls.
+    ...(store.openReader && {
+      openReader: async (key: string): Promise<ObjectReader> => {
+        const reader = await limit(() => store.openReader!(key));
+        return { read: (offset, target) => limit(() => reader.read(offset, target)), close: () => reader.close() };
+      },
+    }),
     stat: (key) => limit(() => store.stat(key)),
     delete: (key) => limit(() => store.delete(key)),
     list: (prefix) =>
@@ -375,6 +393,21 @@ export function withLogging(store: ObjectStore, logger: Logger): ObjectStore {
         return created;
       }, () => data.byteLength),
     get: (key, range?: GetRange) => logged('get', key, () => store.get(key, range), (r) => r.byteLength),
+    ...(store.openReader && {
+      openReader: async (key: string): Promise<ObjectReader> => {
+        const reader = await logged('get', key, () => store.openReader!(key));
+        // The open is logged; its reads (one a block) only when they fail.
+        return {
+          read: (offset, target) =>
+            reader.read(offset, target).catch((err) => {
+              const e = toError(err);
+              log.warn('store read failed', { method: 'get', objectKey: key, offset, error: e.name, message: e.message });
+              throw err;
+            }),
+          close: () => reader.close(),
+        };
+      },
+    }),
     stat: (key) => logged('stat', key, () => store.stat(key)),
     delete: (key) => logged('delete', key, () => store.delete(key)),
     list: (prefix) =>

@@ -8,9 +8,9 @@
 // at most a `.tender-tmp-*` file, which `list` never reports.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, mkdir, open, opendir, rename, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, opendir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
-import type { GetRange, ObjectInfo, ObjectStore } from '../ports/object-store.js';
+import type { GetRange, ObjectInfo, ObjectReader, ObjectStore } from '../ports/object-store.js';
 import { AccessDeniedError, ConfigError, NotFoundError, TransientError } from '../core/errors.js';
 import { DirectIoRefusedError, openDirect, writeAll, writeDirect } from './direct-io.js';
 
@@ -192,6 +192,39 @@ export function createFolderStore(dir: string, opts: FolderStoreOptions = {}): O
       } catch (err) {
         return fail('get', key, err);
       }
+    },
+
+    async openReader(key): Promise<ObjectReader> {
+      const path = pathOf(key);
+      let fh: FileHandle | undefined;
+      try {
+        fh = await open(path, 'r');
+        // A folder of other objects is no object (as for get).
+        if (!(await fh.stat()).isFile()) throw Object.assign(new Error('a folder'), { code: 'EISDIR' });
+      } catch (err) {
+        await fh?.close().catch(() => undefined);
+        return fail('openReader', key, err);
+      }
+      const file = fh;
+      return {
+        async read(offset, target) {
+          if (!(Number.isSafeInteger(offset) && offset >= 0)) {
+            throw new RangeError(`${location} read of "${key}": the offset must be a whole number ≥ 0 (got ${offset})`);
+          }
+          try {
+            let off = 0;
+            while (off < target.byteLength) {
+              const { bytesRead } = await file.read(target, off, target.byteLength - off, offset + off);
+              if (bytesRead === 0) break; // the end of the file
+              off += bytesRead;
+            }
+            return off;
+          } catch (err) {
+            return fail('read', key, err);
+          }
+        },
+        close: () => file.close(),
+      };
     },
 
     async stat(key) {

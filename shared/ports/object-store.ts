@@ -17,6 +17,17 @@ export interface GetRange {
   length: number;
 }
 
+/** An open object (ObjectStore.openReader): positional reads into buffers the caller owns. */
+export interface ObjectReader {
+  /**
+   * Reads from byte `offset` into `target`, as much as fits, and returns how many bytes it
+   * read: fewer than `target.length` only at the end of the object, 0 at or past it.
+   */
+  read(offset: number, target: Uint8Array): Promise<number>;
+  /** Ends the reader; every reader must be closed. */
+  close(): Promise<void>;
+}
+
 export interface ObjectStore {
   /** A human-readable location, without credentials (for messages and logs). */
   readonly location: string;
@@ -40,6 +51,15 @@ export interface ObjectStore {
    * when the key does not exist. A range past the end returns the bytes there are.
    */
   get(key: string, range?: GetRange): Promise<Uint8Array>;
+
+  /**
+   * Optional. Opens the object for reads straight into the caller's buffers (ObjectReader);
+   * throws NotFoundError as `get` does. Only a store where many small reads of one object
+   * cost little (a local folder) has it: a caller with many small reads to make uses it when
+   * it is there, and a few coalesced ranged gets otherwise. The reader sees the object as it
+   * was when opened, whatever a put does meanwhile.
+   */
+  openReader?(key: string): Promise<ObjectReader>;
 
   /** Size and time of the object, or undefined when it does not exist. */
   stat(key: string): Promise<ObjectInfo | undefined>;

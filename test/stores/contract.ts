@@ -18,6 +18,8 @@ export interface ContractOptions {
     /** The server rewrites objects in place, so a reader can catch one half-written. */
     readWhileReplacing?: string;
   };
+  /** The store has openReader (a local folder): its reads are held to the port's promises too. */
+  readers?: boolean;
   /** Size of the "large object" test (default 20 MiB: above the 16 MiB multipart threshold). */
   largeBytes?: number;
 }
@@ -261,6 +263,50 @@ export function describeObjectStoreContract(name: string, makeStore: MakeStore, 
       // Assess
       assert.deepEqual(keysOf(await collect(store.list('odd/'))), [...keys].sort());
       for (const k of keys) assertBytes(await store.get(k), text(k), k);
+    });
+
+    const noReaders = opts.readers ? false : 'this store has no openReader: its callers read in ranged gets';
+    it('opens readers that read into the caller\'s buffers: inside, across and past the end, of the object as it was opened', { skip: noReaders }, async () => {
+      // Prepare
+      const store = await makeStore();
+      assert.equal(typeof store.openReader, 'function', 'the store has openReader');
+      const data = randomBytes(10_000);
+      await store.put('dir/r', data);
+      const reader = await store.openReader!('dir/r');
+      try {
+        // Act / Assess
+        const target = new Uint8Array(new SharedArrayBuffer(16_384), 4096, 4321);
+        assert.equal(await reader.read(1234, target), 4321, 'a read inside the object fills the target');
+        assertBytes(target, data.subarray(1234, 5555), 'middle, into shared memory at an offset');
+        const tail = new Uint8Array(1000);
+        assert.equal(await reader.read(9990, tail), 10, 'across the end: only what there is');
+        assertBytes(tail.subarray(0, 10), data.subarray(9990), 'across the end');
+        assert.equal(await reader.read(10_000, tail), 0, 'at the end');
+        assert.equal(await reader.read(20_000, tail), 0, 'past the end');
+        await assert.rejects(reader.read(-1, tail), RangeError);
+        // A put replacing the object meanwhile does not change what an open reader reads.
+        await store.put('dir/r', randomBytes(100));
+        const whole = new Uint8Array(10_000);
+        assert.equal(await reader.read(0, whole), 10_000);
+        assertBytes(whole, data, 'the object as it was when opened');
+      } finally {
+        await reader.close();
+      }
+    });
+
+    it('refuses to open a reader on a missing key or on a folder of other objects, naming the key and the store', { skip: noReaders }, async () => {
+      // Prepare
+      const store = await makeStore();
+      await store.put('a/b', text('x'));
+      // Act / Assess
+      for (const key of ['missing/key-2', 'a']) {
+        await assert.rejects(store.openReader!(key), (err: Error) => {
+          assert.equal(err.name, 'NotFoundError');
+          assert.ok(err.message.includes(key), `message names the key: ${err.message}`);
+          assert.ok(err.message.includes(store.location), `message names the store: ${err.message}`);
+          return true;
+        });
+      }
     });
 
     it('rejects an empty key and a negative range instead of guessing', async () => {

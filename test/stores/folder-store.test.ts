@@ -10,7 +10,7 @@ const freshDir = tempDirs('tender-folder-store-');
 
 const text = (s: string) => new TextEncoder().encode(s);
 
-describeObjectStoreContract('local folder', async () => createFolderStore(join(await freshDir(), 'repo')));
+describeObjectStoreContract('local folder', async () => createFolderStore(join(await freshDir(), 'repo')), { readers: true });
 
 describe('folder store specifics', () => {
   it('maps keys with "/" to subfolders', async () => {

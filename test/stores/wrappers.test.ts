@@ -40,6 +40,7 @@ async function keys(it: AsyncIterable<ObjectInfo>): Promise<string[]> {
 // The wrappers stacked on a folder store still keep every promise of the port.
 describeObjectStoreContract('folder store inside withLogging(withRetry(withThrottle(...)))', async () =>
   withLogging(withRetry(withThrottle(await folder(), { maxConcurrent: 3 }), instantRetry(3).opts), createMemoryLogger()),
+  { readers: true },
 );
 
 describe('withRetry', () => {
@@ -282,5 +283,100 @@ describe('withLogging', () => {
     assert.equal(logger.lines.find((l) => l.msg === 'store delete failed')?.level, 'warn');
     assert.equal(logger.lines.find((l) => l.msg === 'store list')?.count, 1);
     assert.ok(!JSON.stringify(logger.lines).includes('SECRET-CONTENT'));
+  });
+});
+
+describe('readers through the wrappers', () => {
+  /** A folder store whose readers fail their first `failReads` reads with a TransientError. */
+  async function flakyReads(failReads: number) {
+    const inner = await folder();
+    let failures = 0;
+    const store: ObjectStore = {
+      ...inner,
+      openReader: async (key) => {
+        const r = await inner.openReader!(key);
+        return {
+          read: async (offset, target) => {
+            if (failures++ < failReads) throw new TransientError(`${inner.location} read "${key}": connection reset`);
+            return r.read(offset, target);
+          },
+          close: () => r.close(),
+        };
+      },
+    };
+    return { inner, store };
+  }
+
+  it('a wrapper over a store without readers has none either, so callers read in ranged gets', async () => {
+    // Prepare
+    const bare: ObjectStore = { ...(await folder()) };
+    delete bare.openReader;
+    // Act / Assess
+    for (const wrapped of [withRetry(bare, instantRetry(2).opts), withFaults(bare, []), withThrottle(bare, { maxConcurrent: 1 }), withLogging(bare, createMemoryLogger())]) {
+      assert.equal(wrapped.openReader, undefined);
+    }
+  });
+
+  it('withRetry retries a read that failed for a transient reason, into the same buffer', async () => {
+    // Prepare
+    const { inner, store } = await flakyReads(2);
+    const data = randomBytes(5000);
+    await inner.put('packs/p', data);
+    const { opts, slept } = instantRetry(3);
+    const reader = await withRetry(store, opts).openReader!('packs/p');
+    // Act
+    const target = new Uint8Array(1000);
+    const got = await reader.read(100, target);
+    await reader.close();
+    // Assess
+    assert.equal(got, 1000);
+    assert.ok(same(target, data.subarray(100, 1100)));
+    assert.equal(slept.length, 2, 'two retries');
+  });
+
+  it('withFaults counts and fails the open of a reader as a get', async () => {
+    // Prepare
+    const inner = await folder();
+    await inner.put('packs/p', text('pack'));
+    const faulty = withFaults(inner, [{ method: 'get', call: 2, key: 'packs/', error: 'not-found' }]);
+    // Act
+    const first = await faulty.openReader!('packs/p');
+    await first.close();
+    const second = faulty.openReader!('packs/p');
+    // Assess
+    await assert.rejects(second, NotFoundError);
+    assert.equal(faulty.calls.get, 2);
+  });
+
+  it('withThrottle holds a slot per open and per read, never for a reader\'s life', async () => {
+    // Prepare
+    const inner = await folder();
+    await inner.put('packs/p', text('pack'));
+    const store = withThrottle(inner, { maxConcurrent: 1 });
+    // Act: with the only slot's reader open, other calls still run.
+    const reader = await store.openReader!('packs/p');
+    const other = await store.get('packs/p');
+    const target = new Uint8Array(4);
+    const got = await reader.read(0, target);
+    await reader.close();
+    // Assess
+    assert.equal(Buffer.from(other).toString(), 'pack');
+    assert.equal(got, 4);
+    assert.equal(Buffer.from(target).toString(), 'pack');
+  });
+
+  it('withLogging logs the open, not every read, and a failed read as a warning', async () => {
+    // Prepare
+    const { inner, store } = await flakyReads(1);
+    await inner.put('packs/p', text('pack'));
+    const logger = createMemoryLogger();
+    const reader = await withLogging(store, logger).openReader!('packs/p');
+    // Act
+    await assert.rejects(reader.read(0, new Uint8Array(4)), TransientError);
+    assert.equal(await reader.read(0, new Uint8Array(4)), 4);
+    await reader.close();
+    // Assess
+    const lines = logger.lines.map((l) => `${l.level} ${l.msg}`);
+    assert.deepEqual(lines, ['debug store get', 'warn store read failed'], lines.join('\n'));
   });
 });

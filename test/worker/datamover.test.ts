@@ -169,11 +169,18 @@ test('a wrong passphrase and a missing repository are named, and nothing is writ
   assert.equal(store.objects.size, before);
 });
 
-test('a damaged pack is named by restore and by verify --read-data', async () => {
+// Two ways to read packs: whole ranges (S3, Blob), or block by block into the codec slots
+// through a reader (a local folder). Damage must look the same to both.
+const READS = [
+  { readers: false, how: 'read in ranges' },
+  { readers: true, how: 'read block by block' },
+] as const;
+
+for (const { readers, how } of READS) test(`a damaged pack is named by restore and by verify --read-data (${how})`, async () => {
   const dir = await tempDir();
   const image = makeImage(16, 6);
   await writeFile(join(dir, 'disk.img'), image);
-  const store = createMemoryStore();
+  const store = createMemoryStore(undefined, { readers });
   const repo = await initRepository(store, PASS, FAST);
   const r = await backupImage(repo, join(dir, 'disk.img'));
   assert.equal((await verifyRepository(repo, { readData: true })).ok, true);
@@ -432,13 +439,13 @@ test('restoring onto a sink with a base (a parent snapshot) writes the zero bloc
 });
 
 /** A repository with one restore point of a 24-block image, for damage tests. */
-async function damaged(dir: string, seed: number) {
+async function damaged(dir: string, seed: number, readers = false) {
   // A clock the test can move, for the prune safety margin.
   const time = { now: new Date('2026-01-01T00:00:00Z') };
   const clock = () => time.now;
   const image = makeImage(24, seed);
   await writeFile(join(dir, 'disk.img'), image);
-  const store = createMemoryStore(clock);
+  const store = createMemoryStore(clock, { readers });
   const repo = await initRepository(store, PASS, { ...FAST, now: clock });
   const r = await backupImage(repo, join(dir, 'disk.img'));
   await repo.close();
@@ -446,10 +453,10 @@ async function damaged(dir: string, seed: number) {
   return { image, store, r, keys, time, clock };
 }
 
-for (const damage of ['a truncated pack', 'a missing pack', 'a missing index', 'an index naming a missing pack', 'an index placing blocks where the pack does not'] as const) {
-  test(`${damage} is reported by verify, and restore fails loudly instead of returning wrong bytes${damage === 'a missing index' ? ' (or, with every pack there, restores from their headers)' : ''}`, async () => {
+for (const { readers, how } of READS) for (const damage of ['a truncated pack', 'a missing pack', 'a missing index', 'an index naming a missing pack', 'an index placing blocks where the pack does not'] as const) {
+  test(`${damage} is reported by verify, and restore fails loudly instead of returning wrong bytes${damage === 'a missing index' ? ' (or, with every pack there, restores from their headers)' : ''} (${how})`, async () => {
     const dir = await tempDir();
-    const { store, r, keys, image } = await damaged(dir, 20);
+    const { store, r, keys, image } = await damaged(dir, 20, readers);
     const pack = keys('data/')[0]!;
     if (damage === 'a truncated pack') store.objects.get(pack)!.data = store.objects.get(pack)!.data.subarray(0, 1000);
     if (damage === 'a missing pack') store.objects.delete(pack);
