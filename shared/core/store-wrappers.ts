@@ -263,8 +263,20 @@ export function withFaults(store: ObjectStore, script: FaultScript): FaultyStore
         },
       ),
     get: (key, range) => call('get', key, () => store.get(key, range)),
-    // Opening a reader is a get: rules and counts for get cover it (its reads are not counted).
-    ...(store.openReader && { openReader: (key: string) => call('get', key, () => store.openReader!(key)) }),
+    // Opening a reader is a get: rules and counts for get cover it. Its reads are not counted,
+    // but after a crash they fail too: nothing more reaches the store.
+    ...(store.openReader && {
+      openReader: async (key: string): Promise<ObjectReader> => {
+        const reader = await call('get', key, () => store.openReader!(key));
+        return {
+          read: async (offset, target) => {
+            if (crashed) throw new SimulatedCrashError(`${store.location}: read of "${key}" after a simulated crash (the process is dead)`);
+            return reader.read(offset, target);
+          },
+          close: () => reader.close(),
+        };
+      },
+    }),
     stat: (key) => call('stat', key, () => store.stat(key)),
     delete: (key) => call('delete', key, () => store.delete(key)),
     list: (prefix) =>

@@ -348,6 +348,20 @@ describe('readers through the wrappers', () => {
     assert.equal(faulty.calls.get, 2);
   });
 
+  it('withFaults: after a simulated crash, a reader opened before it reads nothing more', async () => {
+    // Prepare
+    const inner = await folder();
+    await inner.put('packs/p', text('pack'));
+    const faulty = withFaults(inner, [{ method: 'put', error: 'crash' }]);
+    const reader = await faulty.openReader!('packs/p');
+    assert.equal(await reader.read(0, new Uint8Array(4)), 4);
+    // Act
+    await assert.rejects(faulty.put('packs/q', text('q')), { name: 'SimulatedCrashError' });
+    // Assess
+    await assert.rejects(reader.read(0, new Uint8Array(4)), { name: 'SimulatedCrashError' });
+    await reader.close();
+  });
+
   it('withThrottle holds a slot per open and per read, never for a reader\'s life', async () => {
     // Prepare
     const inner = await folder();
