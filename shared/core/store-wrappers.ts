@@ -11,6 +11,28 @@ import { AccessDeniedError, NotFoundError, TransientError, toError } from './err
 export type StoreMethod = 'put' | 'putIfAbsent' | 'get' | 'stat' | 'list' | 'delete';
 
 // ---------------------------------------------------------------------------
+// Readers
+
+/**
+ * A wrapper's openReader, there only where the inner store has one (a caller falls back to
+ * ranged gets otherwise): `aroundOpen` wraps the opening, `aroundRead` each of its reads.
+ */
+function wrapReaders(
+  store: ObjectStore,
+  aroundOpen: (key: string, open: () => Promise<ObjectReader>) => Promise<ObjectReader>,
+  aroundRead: (key: string, offset: number, read: () => Promise<number>) => Promise<number>,
+): Pick<ObjectStore, 'openReader'> {
+  if (!store.openReader) return {};
+  const openInner = store.openReader.bind(store);
+  return {
+    openReader: async (key) => {
+      const reader = await aroundOpen(key, () => openInner(key));
+      return { read: (offset, target) => aroundRead(key, offset, () => reader.read(offset, target)), close: () => reader.close() };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
 // Retry
 
 export interface RetryOptions {
@@ -87,14 +109,12 @@ export function withRetry(store: ObjectStore, opts: RetryOptions): ObjectStore {
         return existing !== undefined && sameBytes(existing, data);
       }),
     get: (key, range) => run('get', key, () => store.get(key, range)),
-    // Only where the inner store has it: a caller falls back to get otherwise. Reading into the
-    // same target again is harmless, so a read is retried too.
-    ...(store.openReader && {
-      openReader: async (key: string): Promise<ObjectReader> => {
-        const reader = await run('get', key, () => store.openReader!(key));
-        return { read: (offset, target) => run('get', key, () => reader.read(offset, target)), close: () => reader.close() };
-      },
-    }),
+    // Reading into the same target again is harmless, so a read is retried too.
+    ...wrapReaders(
+      store,
+      (key, open) => run('get', key, open),
+      (key, _offset, read) => run('get', key, read),
+    ),
     stat: (key) => run('stat', key, () => store.stat(key)),
     delete: (key) => run('delete', key, () => store.delete(key)),
     list: (prefix) =>
@@ -265,18 +285,14 @@ export function withFaults(store: ObjectStore, script: FaultScript): FaultyStore
     get: (key, range) => call('get', key, () => store.get(key, range)),
     // Opening a reader is a get: rules and counts for get cover it. Its reads are not counted,
     // but after a crash they fail too: nothing more reaches the store.
-    ...(store.openReader && {
-      openReader: async (key: string): Promise<ObjectReader> => {
-        const reader = await call('get', key, () => store.openReader!(key));
-        return {
-          read: async (offset, target) => {
-            if (crashed) throw new SimulatedCrashError(`${store.location}: read of "${key}" after a simulated crash (the process is dead)`);
-            return reader.read(offset, target);
-          },
-          close: () => reader.close(),
-        };
+    ...wrapReaders(
+      store,
+      (key, open) => call('get', key, open),
+      async (key, _offset, read) => {
+        if (crashed) throw new SimulatedCrashError(`${store.location}: read of "${key}" after a simulated crash (the process is dead)`);
+        return read();
       },
-    }),
+    ),
     stat: (key) => call('stat', key, () => store.stat(key)),
     delete: (key) => call('delete', key, () => store.delete(key)),
     list: (prefix) =>
@@ -347,12 +363,11 @@ export function withThrottle(store: ObjectStore, opts: { maxConcurrent: number }
     get: (key, range) => limit(() => store.get(key, range)),
     // The open and each read take a slot, never the reader's whole life: readers held open
     // cannot starve other calls.
-    ...(store.openReader && {
-      openReader: async (key: string): Promise<ObjectReader> => {
-        const reader = await limit(() => store.openReader!(key));
-        return { read: (offset, target) => limit(() => reader.read(offset, target)), close: () => reader.close() };
-      },
-    }),
+    ...wrapReaders(
+      store,
+      (_key, open) => limit(open),
+      (_key, _offset, read) => limit(read),
+    ),
     stat: (key) => limit(() => store.stat(key)),
     delete: (key) => limit(() => store.delete(key)),
     list: (prefix) =>
@@ -405,21 +420,17 @@ export function withLogging(store: ObjectStore, logger: Logger): ObjectStore {
         return created;
       }, () => data.byteLength),
     get: (key, range?: GetRange) => logged('get', key, () => store.get(key, range), (r) => r.byteLength),
-    ...(store.openReader && {
-      openReader: async (key: string): Promise<ObjectReader> => {
-        const reader = await logged('get', key, () => store.openReader!(key));
-        // The open is logged; its reads (one a block) only when they fail.
-        return {
-          read: (offset, target) =>
-            reader.read(offset, target).catch((err) => {
-              const e = toError(err);
-              log.warn('store read failed', { method: 'get', objectKey: key, offset, error: e.name, message: e.message });
-              throw err;
-            }),
-          close: () => reader.close(),
-        };
-      },
-    }),
+    // The open is logged; its reads (one a block) only when they fail.
+    ...wrapReaders(
+      store,
+      (key, open) => logged('get', key, open),
+      (key, offset, read) =>
+        read().catch((err) => {
+          const e = toError(err);
+          log.warn('store read failed', { method: 'get', objectKey: key, offset, error: e.name, message: e.message });
+          throw err;
+        }),
+    ),
     stat: (key) => logged('stat', key, () => store.stat(key)),
     delete: (key) => logged('delete', key, () => store.delete(key)),
     list: (prefix) =>
