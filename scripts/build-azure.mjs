@@ -9,7 +9,8 @@
 //   tender.config.yaml    the policies, when --config PATH is given
 //   worker/tender-worker.tgz (+ .sha256)
 //                         the worker bundle the install Run Command downloads:
-//                         agent.cjs (shared/azure/worker-main.ts), zstd-napi, and
+//                         agent.cjs (shared/azure/worker-main.ts), zstd-napi,
+//                         @napi-rs/blake-hash (keyed BLAKE3 block IDs), and
 //                         a Node runtime for the worker when --node DIR names an
 //                         unpacked node-v22.x-linux-x64 (Ubuntu 22.04 has no Node 22)
 // The tarball is reproducible (sorted, fixed mtime and owner): the same
@@ -23,6 +24,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } fr
 import { dirname, join, resolve } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { nativeRuntimeFiles } from './native-runtime.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -47,12 +49,9 @@ const cjsCommon = {
   sourcemap: false,
 };
 
-/** The files zstd-napi needs at run time (not its sources or build tree). */
-function copyZstd(to) {
-  const from = join(root, 'node_modules', 'zstd-napi');
-  for (const f of ['package.json', 'binding.js', 'dist', 'LICENSE', 'NOTICE', join('build', 'Release', 'binding.node')]) {
-    if (existsSync(join(from, f))) cpSync(join(from, f), join(to, 'node_modules', 'zstd-napi', f), { recursive: true });
-  }
+/** The native addons' run-time files (scripts/native-runtime.mjs); the Functions app has no codec threads. */
+function copyNative(to, opts) {
+  for (const f of nativeRuntimeFiles(root, opts)) cpSync(join(root, 'node_modules', f), join(to, 'node_modules', f), { recursive: true });
 }
 
 rmSync(out, { recursive: true, force: true });
@@ -67,14 +66,14 @@ await build({
 });
 cpSync(join(root, 'host.json'), join(out, 'host.json'));
 writeFileSync(join(out, 'package.json'), JSON.stringify({ name: 'tender-azure', private: true, main: 'index.js', engines: { node: '>=20' } }, null, 2) + '\n');
-copyZstd(out);
+copyNative(out, { codecThreads: false });
 if (configPath) cpSync(resolve(configPath), join(out, 'tender.config.yaml'));
 
 // ---- the worker bundle
 const stage = join(out, 'worker', 'app');
 mkdirSync(stage, { recursive: true });
 await build({ ...cjsCommon, entryPoints: [join(root, 'shared', 'azure', 'worker-main.ts')], outfile: join(stage, 'agent.cjs'), external: ['zstd-napi'] });
-copyZstd(stage);
+copyNative(stage);
 if (nodeDir) {
   if (!existsSync(join(nodeDir, 'bin', 'node'))) throw new Error(`--node ${nodeDir}: no bin/node in it — unpack node-v22.x-linux-x64.tar.xz and give its folder`);
   cpSync(nodeDir, join(stage, 'node'), { recursive: true });

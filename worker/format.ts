@@ -1,10 +1,19 @@
-// Byte layouts of the repository, version 1 (docs/repository-format.md).
+// Byte layouts of the repository, version 2 (docs/repository-format.md).
 // Pure functions: building and parsing packs, indexes and block maps does no I/O.
 
 import { randomBytes } from 'node:crypto';
 import { aadFor, open, seal } from './crypto.js';
 
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
+
+/**
+ * How a block's ID is computed from its bytes, keyed with the master key's ID half: format 2
+ * repositories record `blake3` (keyed BLAKE3-256) in their config; format 1 ones record nothing
+ * and use HMAC-SHA-256. The same bytes get different IDs under each, so a repository keeps the
+ * function it was made with.
+ */
+export type BlockIdFunction = 'hmac-sha256' | 'blake3';
+export const BLOCK_ID_FUNCTIONS: readonly BlockIdFunction[] = ['hmac-sha256', 'blake3'];
 export const DEFAULT_BLOCK_SIZE = 512 * 1024;
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
 const PACK_MAGIC = Buffer.from('TPK1', 'ascii');

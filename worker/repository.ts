@@ -11,6 +11,8 @@ import {
   DEFAULT_BLOCK_SIZE,
   DEFAULT_PACK_SIZE,
   FORMAT_VERSION,
+  BLOCK_ID_FUNCTIONS,
+  type BlockIdFunction,
   headerLengthFromTrailer,
   indexFileFor,
   packIdFromKey,
@@ -31,7 +33,14 @@ export interface RepoConfig {
   packSize: number;
   /** params override the level's (absent in repositories made before they existed). */
   compression: { codec: 'zstd'; level: number; params?: ZstdParams };
+  /** Format 2: how block IDs are made. Absent in format 1, whose IDs are HMAC-SHA-256. */
+  blockId?: BlockIdFunction;
   created: string;
+}
+
+/** The block ID function a repository's config names. */
+export function blockIdFunctionOf(config: RepoConfig): BlockIdFunction {
+  return config.blockId ?? 'hmac-sha256';
 }
 
 export interface RepositoryOptions {
@@ -141,7 +150,7 @@ export class Repository {
 
   codecs(): CodecPool {
     if (!this.pool) {
-      this.pool = new CodecPool({ encryptionKey: this.key.encryption, idKey: this.key.id, blockSize: this.config.blockSize, level: this.config.compression.level, params: this.config.compression.params, threads: this.options.threads, started: this.startedThreads });
+      this.pool = new CodecPool({ encryptionKey: this.key.encryption, idKey: this.key.id, blockId: blockIdFunctionOf(this.config), blockSize: this.config.blockSize, level: this.config.compression.level, params: this.config.compression.params, threads: this.options.threads, started: this.startedThreads });
       this.startedThreads = undefined;
     }
     return this.pool;
@@ -480,6 +489,11 @@ export interface InitOptions extends RepositoryOptions {
   blockSize?: number;
   packSize?: number;
   compressionLevel?: number;
+  /**
+   * Block ID function (default keyed BLAKE3, format 2). `hmac-sha256` makes a format 1
+   * repository, as tender-worker wrote before format 2: what tests of older repositories use.
+   */
+  blockId?: BlockIdFunction;
   /** scrypt cost (tests lower it). */
   scrypt?: { N: number; r: number; p: number };
 }
@@ -490,6 +504,9 @@ async function readConfig(store: ObjectStore, key: MasterKey): Promise<RepoConfi
   if (!plain) return undefined;
   const cfg = JSON.parse(plain.toString('utf8')) as RepoConfig;
   if (cfg.version > FORMAT_VERSION) throw new RepositoryError(`${store.location} uses repository format ${cfg.version}; this tender-worker reads up to ${FORMAT_VERSION} — upgrade it`);
+  if (cfg.blockId !== undefined && !BLOCK_ID_FUNCTIONS.includes(cfg.blockId)) {
+    throw new RepositoryError(`${store.location} makes block IDs with ${JSON.stringify(cfg.blockId)}, which this tender-worker does not know — upgrade it`);
+  }
   return cfg;
 }
 
@@ -501,12 +518,14 @@ export async function initRepository(store: ObjectStore, secret: RepositorySecre
   const keyName = randomBytes(8).toString('hex');
   const record = await wrapMasterKey(master, secret, now, opts.scrypt);
   await store.put(`${KEYS_PREFIX}${keyName}`, Buffer.from(JSON.stringify(record), 'utf8'));
+  const blockId = opts.blockId ?? 'blake3';
   const config: RepoConfig = {
-    version: FORMAT_VERSION,
+    version: blockId === 'hmac-sha256' ? 1 : FORMAT_VERSION,
     id: randomBytes(16).toString('hex'),
     blockSize: opts.blockSize ?? DEFAULT_BLOCK_SIZE,
     packSize: opts.packSize ?? DEFAULT_PACK_SIZE,
     compression: opts.compressionLevel === undefined ? { ...DEFAULT_COMPRESSION, params: { ...DEFAULT_COMPRESSION.params } } : { codec: 'zstd', level: opts.compressionLevel },
+    ...(blockId === 'hmac-sha256' ? {} : { blockId }),
     created: now.toISOString(),
   };
   const created = await store.putIfAbsent('config', seal(master.encryption, Buffer.from(JSON.stringify(config)), aadFor('config', 'repository')));

@@ -2,6 +2,8 @@
 //   tender-aws-worker.cjs            shared/aws/worker-main.ts and all it imports (esbuild, CommonJS)
 //   node_modules/zstd-napi/…         the native zstd codec, which cannot be bundled: its runtime
 //                                    files only (dist/, binding.js, build/Release/binding.node)
+//   node_modules/@napi-rs/blake-hash…  keyed BLAKE3 for block IDs: its loader and the prebuilt
+//                                    binary npm installed for this platform (scripts/native-runtime.mjs)
 //   node/…                           optional (--node-dir): a Node.js ≥ 20 distribution, for AMIs
 //                                    without Node.js and no package repository in reach
 // and manifest.json { key, sha256, bytes } for the config bucket. The install
@@ -24,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { arch, platform } from 'node:os';
 import { ConfigError } from '../core/errors.js';
+import { nativeRuntimeFiles } from '../../scripts/native-runtime.mjs';
 
 export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -32,10 +35,8 @@ export interface AwsWorkerBundle {
   sha256: string;
   bytes: number;
   /** What to upload as worker/manifest.json. */
-  manifest: { key: string; sha256: string; bytes: number; platform: string; zstdNapi: string; node: string; glibc?: string };
+  manifest: { key: string; sha256: string; bytes: number; platform: string; zstdNapi: string; blakeHash: string; node: string; glibc?: string };
 }
-
-const ZSTD_RUNTIME = ['package.json', 'binding.js', 'dist', 'build/Release/binding.node', 'LICENSE', 'NOTICE'];
 
 async function tarGz(dir: string, out: string): Promise<void> {
   // Deterministic: sorted names, fixed times and owners, gzip without a timestamp.
@@ -62,7 +63,8 @@ export async function buildAwsWorkerBundle(opts: { outDir: string; root?: string
     platform: 'node',
     format: 'cjs',
     target: 'node20',
-    // zstd-napi ships next to the bundle; Azure code is never reached on AWS.
+    // zstd-napi ships next to the bundle (the BLAKE3 addon is loaded by path, never imported);
+    // Azure code is never reached on AWS.
     external: ['zstd-napi', '@azure/*'],
     define: { 'import.meta.url': '__tenderBundleUrl' },
     banner: { js: 'const __tenderBundleUrl = require("node:url").pathToFileURL(__filename).href;' },
@@ -70,17 +72,22 @@ export async function buildAwsWorkerBundle(opts: { outDir: string; root?: string
     legalComments: 'none',
   });
   const zstdDir = join(root, 'node_modules', 'zstd-napi');
-  if (!existsSync(join(zstdDir, 'build', 'Release', 'binding.node'))) {
-    throw new ConfigError(`${zstdDir}/build/Release/binding.node is missing: run npm ci (zstd-napi's install script must be allowed) before building the worker bundle`);
+  let files: string[];
+  try {
+    files = nativeRuntimeFiles(root);
+  } catch (e) {
+    throw new ConfigError(`${(e as Error).message} — then build the worker bundle again`);
   }
-  const glibc = glibcNeeded(await readFile(join(zstdDir, 'build', 'Release', 'binding.node')));
-  if (glibc && compareVersions(glibc, WORKER_AMI_GLIBC) > 0) {
-    throw new ConfigError(`zstd-napi's binding needs glibc ${glibc}, newer than the worker AMI's ${WORKER_AMI_GLIBC} (Amazon Linux 2023): it would not load there — run npm ci and this build on an older Linux (Amazon Linux 2023, Debian 11 or 12)`);
+  // The newest glibc any native binding asks for decides where the bundle loads.
+  let glibc: string | undefined;
+  for (const f of files.filter((x) => x.endsWith('.node'))) {
+    const needs = glibcNeeded(await readFile(join(root, 'node_modules', f)));
+    if (needs && compareVersions(needs, WORKER_AMI_GLIBC) > 0) {
+      throw new ConfigError(`${f} needs glibc ${needs}, newer than the worker AMI's ${WORKER_AMI_GLIBC} (Amazon Linux 2023): it would not load there — run npm ci and this build on an older Linux (Amazon Linux 2023, Debian 11 or 12)`);
+    }
+    if (needs && (!glibc || compareVersions(needs, glibc) > 0)) glibc = needs;
   }
-  for (const f of ZSTD_RUNTIME) {
-    const from = join(zstdDir, f);
-    if (existsSync(from)) await cp(from, join(tree, 'node_modules', 'zstd-napi', f), { recursive: true });
-  }
+  for (const f of files) await cp(join(root, 'node_modules', f), join(tree, 'node_modules', f), { recursive: true });
   let node = 'from the AMI (or dnf/apt at install)';
   if (opts.nodeDir) {
     if (!existsSync(join(opts.nodeDir, 'bin', 'node'))) throw new ConfigError(`--node-dir ${opts.nodeDir} has no bin/node: point it at an unpacked Node.js distribution (node-v22.x-linux-x64)`);
@@ -95,8 +102,8 @@ export async function buildAwsWorkerBundle(opts: { outDir: string; root?: string
   const path = join(outDir, name);
   await cp(tmp, path);
   await rm(tmp, { force: true });
-  const zstdVersion = JSON.parse(await readFile(join(zstdDir, 'package.json'), 'utf8')).version as string;
-  const manifest = { key: `worker/${name}`, sha256, bytes: bytes.byteLength, platform: `${platform()}-${arch()}`, zstdNapi: zstdVersion, node, ...(glibc ? { glibc } : {}) };
+  const versionOf = async (dir: string) => JSON.parse(await readFile(join(dir, 'package.json'), 'utf8')).version as string;
+  const manifest = { key: `worker/${name}`, sha256, bytes: bytes.byteLength, platform: `${platform()}-${arch()}`, zstdNapi: await versionOf(zstdDir), blakeHash: await versionOf(join(root, 'node_modules', '@napi-rs', 'blake-hash')), node, ...(glibc ? { glibc } : {}) };
   await writeFile(join(outDir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
   return { path, sha256, bytes: (await stat(path)).size, manifest };
 }

@@ -1,5 +1,5 @@
-// The AWS worker bundle: one reproducible .tar.gz with the agent and the zstd
-// codec next to it, and the manifest (sha256) the install command checks.
+// The AWS worker bundle: one reproducible .tar.gz with the agent and the native
+// addons (zstd, keyed BLAKE3) next to it, and the manifest (sha256) the install command checks.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildAwsWorkerBundle } from '../../shared/aws/build-worker-bundle.js';
 
-test('bundle: agent + zstd-napi runtime in a tar.gz whose sha256 is in the manifest; rebuilding gives the same bytes; the agent starts and asks for its queues', async () => {
+test('bundle: agent + zstd-napi and BLAKE3 runtimes in a tar.gz whose sha256 is in the manifest; rebuilding gives the same bytes; the agent starts and asks for its queues', async () => {
   const out = mkdtempSync(join(tmpdir(), 'tender-bundle-'));
   try {
     // Act
@@ -23,7 +23,9 @@ test('bundle: agent + zstd-napi runtime in a tar.gz whose sha256 is in the manif
     assert.equal(manifest.sha256, a.sha256);
     assert.equal(manifest.key, `worker/tender-worker-${a.sha256.slice(0, 16)}.tar.gz`);
     const files = execFileSync('tar', ['-tzf', a.path], { encoding: 'utf8' }).split('\n');
-    for (const f of ['./tender-aws-worker.cjs', './node_modules/zstd-napi/build/Release/binding.node', './node_modules/zstd-napi/dist/index.js', './node_modules/zstd-napi/package.json']) assert.ok(files.includes(f), f);
+    for (const f of ['./tender-aws-worker.cjs', './node_modules/zstd-napi/build/Release/binding.node', './node_modules/zstd-napi/dist/index.js', './node_modules/zstd-napi/package.json', './node_modules/@napi-rs/blake-hash/index.js']) assert.ok(files.includes(f), f);
+    assert.ok(files.some((f) => /^\.\/node_modules\/@napi-rs\/blake-hash-[a-z0-9-]+\/blake\.[a-z0-9-]+\.node$/.test(f)), 'the prebuilt BLAKE3 binary for this platform');
+    assert.match(manifest.blakeHash, /^\d+\.\d+\.\d+$/);
     // Unpacked away from the project (no node_modules to fall back on): it loads and says what it needs.
     const run = mkdtempSync(join(tmpdir(), 'tender-worker-'));
     execFileSync('tar', ['-xzf', a.path, '-C', run]);
@@ -32,6 +34,9 @@ test('bundle: agent + zstd-napi runtime in a tar.gz whose sha256 is in the manif
     assert.match(res.stderr, /TENDER_JOB_QUEUE_URL/);
     const zstd = spawnSync(process.execPath, ['-e', 'const z=require("./node_modules/zstd-napi");process.stdout.write(z.decompress(z.compress(Buffer.from("ok"))).toString())'], { cwd: run, encoding: 'utf8' });
     assert.equal(zstd.stdout, 'ok');
+    // BLAKE3's official keyed-hash vector for the empty input, from the unpacked files alone.
+    const blake = spawnSync(process.execPath, ['-e', 'const {Blake3Hasher}=require("./node_modules/@napi-rs/blake-hash");process.stdout.write(Blake3Hasher.newKeyed(Buffer.from("whats the Elvish word for friend")).digestBuffer().toString("hex"))'], { cwd: run, encoding: 'utf8', env: { PATH: process.env.PATH! } });
+    assert.equal(blake.stdout, '92b2b75604ed3c761f9d6f62392c8a9227ad0ea3f09573e783f1498a4ed60d26', blake.stderr);
     rmSync(run, { recursive: true, force: true });
   } finally {
     rmSync(out, { recursive: true, force: true });

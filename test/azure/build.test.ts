@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,6 +50,11 @@ test('build: dist/azure holds a CommonJS Functions app, host.json, a package.jso
     const agent = spawnSync(process.execPath, ['agent.cjs'], { cwd: x, env: { PATH: process.env.PATH }, encoding: 'utf8' });
     assert.equal(agent.status, 1);
     assert.match(agent.stderr, /TENDER_WORKER_ID is not set — the install command writes it/);
+    // The codec threads' native addons travel with the worker (the app, which only prunes, has zstd alone).
+    const blake = spawnSync(process.execPath, ['-e', 'const {Blake3Hasher}=require("./node_modules/@napi-rs/blake-hash");process.stdout.write(Blake3Hasher.newKeyed(Buffer.from("whats the Elvish word for friend")).digestBuffer().toString("hex"))'], { cwd: x, env: { PATH: process.env.PATH }, encoding: 'utf8' });
+    assert.equal(blake.stdout, '92b2b75604ed3c761f9d6f62392c8a9227ad0ea3f09573e783f1498a4ed60d26', blake.stderr);
+    assert.ok(existsSync(join(dir, 'a', 'node_modules', 'zstd-napi', 'build', 'Release', 'binding.node')));
+    assert.ok(!existsSync(join(dir, 'a', 'node_modules', '@napi-rs')));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

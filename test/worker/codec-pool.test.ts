@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { CodecPool, CodecThreads } from '../../worker/codec-pool.js';
 import { IdFilter } from '../../worker/id-filter.js';
 
@@ -78,4 +78,38 @@ test('a pool that cannot get its memory leaves the threads it was given to be en
   const exited = new Promise<number>((resolve) => started.workers[0]!.once('exit', resolve));
   await started.terminate();
   assert.equal(typeof (await exited), 'number', 'the thread was ended');
+});
+
+test('block IDs are the function the repository names: keyed BLAKE3 (official test vector) in format 2, HMAC-SHA-256 in format 1', async () => {
+  // Prepare: BLAKE3's official keyed-hash input of 102,400 bytes (byte i is i % 251) and its key.
+  const idKey = Buffer.from('whats the Elvish word for friend');
+  const input = Buffer.from(Array.from({ length: 102400 }, (_, i) => i % 251));
+  for (const [blockId, expected] of [
+    ['blake3', '1c35d1a5811083fd7119f5d5d1ba027b4d01c0c6c49fb6ff2cf75393ea5db4a7'],
+    ['hmac-sha256', createHmac('sha256', idKey).update(input).digest('hex')],
+  ] as const) {
+    const pool = new CodecPool({ encryptionKey: randomBytes(32), idKey, blockId, blockSize: 128 * 1024, threads: 1 });
+    try {
+      const slot = await pool.acquire();
+      input.copy(slot.input);
+      // Act
+      const h = await pool.hash(slot, input.length);
+      if (h.zero) throw new Error('not a zero block');
+      const sealed = await pool.encode(slot, input.length, h.id);
+      slot.output.copy(slot.input, 0, 0, sealed.len);
+      // Assess: the ID, and the content check that restore and verify --read-data make with it.
+      assert.equal(h.hex, expected, blockId);
+      assert.equal(await pool.decode(slot, sealed.len, h.id, input.length, true), input.length);
+      // A blob sealed under an ID its content does not have authenticates, and the check catches it.
+      const other = Buffer.from(h.id);
+      other[0]! ^= 1;
+      input.copy(slot.input);
+      const misnamed = await pool.encode(slot, input.length, other);
+      slot.output.copy(slot.input, 0, 0, misnamed.len);
+      await assert.rejects(pool.decode(slot, misnamed.len, other, input.length, true), /content does not match its block ID/);
+      pool.release(slot);
+    } finally {
+      await pool.close();
+    }
+  }
 });

@@ -20,6 +20,7 @@ import { createMemoryStore } from '../support/memory-store.js';
 import { withFaults, SimulatedCrashError } from '../../shared/core/store-wrappers.js';
 import type { ObjectStore } from '../../shared/ports/object-store.js';
 import { tempDirs } from '../support/temp-dirs.js';
+import { aadFor, seal } from '../../worker/crypto.js';
 import { CorruptObjectError, LockedError, NotFoundError, WrongPassphraseError } from '../../shared/core/errors.js';
 
 const BS = 64 * 1024;
@@ -603,6 +604,39 @@ test('a repository made with a bare zstd level (before tuned parameters existed)
     assert.equal(sha(await restoreToBuffer(repo, r.restorePointId, 'root', dir)), sha(image));
     await repo.close();
   }
+});
+
+test('format 1 repositories (HMAC-SHA-256 block IDs) still back up, dedup, restore and verify; new ones are format 2 with keyed BLAKE3 IDs; an unknown ID function is refused by name', async () => {
+  // Prepare
+  const dir = await tempDir();
+  const image = makeImage(16, 24);
+  await writeFile(join(dir, 'disk.img'), image);
+  const older = await initRepository(createMemoryStore(), PASS, { ...FAST, blockId: 'hmac-sha256' });
+  const newer = await initRepository(createMemoryStore(), PASS, FAST);
+  assert.equal(older.config.version, 1);
+  assert.equal(older.config.blockId, undefined, 'format 1 configs have no blockId field');
+  assert.equal(newer.config.version, 2);
+  assert.equal(newer.config.blockId, 'blake3');
+  for (const repo of [older, newer]) {
+    // Act
+    const first = await backupImage(repo, join(dir, 'disk.img'));
+    const second = await backupImage(repo, join(dir, 'disk.img'));
+    // Assess: the second run finds every block by its ID; content checks recompute the same IDs.
+    assert.ok(first.disks[0]!.blocksNew > 0);
+    assert.equal(second.disks[0]!.blocksNew, 0, `${repo.config.blockId ?? 'hmac-sha256'}: every block deduplicated`);
+    assert.equal(sha(await restoreToBuffer(repo, second.restorePointId, 'root', dir)), sha(image));
+    const report = await verifyRepository(repo, { readData: true });
+    assert.equal(report.ok, true, JSON.stringify(report.problems));
+    assert.ok(report.blobsChecked > 0);
+    await repo.close();
+  }
+  // A config naming a function this build does not know (from a newer tender-worker) is refused.
+  const store = createMemoryStore();
+  const made = await initRepository(store, PASS, FAST);
+  const cfg = { ...made.config, blockId: 'blake9' };
+  await store.put('config', seal(made.key.encryption, Buffer.from(JSON.stringify(cfg)), aadFor('config', 'repository')));
+  await made.close();
+  await assert.rejects(openRepository(store, PASS, FAST), /makes block IDs with "blake9", which this tender-worker does not know — upgrade it/);
 });
 
 /** Records every call made on a store, as "method key" (for list, the prefix). */

@@ -1,0 +1,1 @@
+export function nativeRuntimeFiles(root: string, opts?: { codecThreads?: boolean }): string[];
