@@ -214,6 +214,8 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
 
   const results: DiskBackupResult[] = [];
   const dataBlocksOf: number[] = [];
+  const id = newRestorePointId(repo.now());
+  let maps: Promise<Array<{ key: string; sha256: string }>> | undefined;
   // Every codec slot busy: reads run ahead of the codec threads by exactly the slots there are.
   const readAhead = pool.slotCount;
   try {
@@ -277,12 +279,19 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
       });
       dataBlocksOf.push(dataBlocks);
     }
+    // Every block is sealed: the codec threads end while the last writes go out, and the block
+    // maps (final now) go out beside the last pack and index. Only the manifest names a map, so
+    // a run that fails from here leaves at most an unnamed map, which prune removes.
+    repo.releaseCodecs();
+    maps = Promise.all(plans.map((p, k) => repo.writeBlockMap(`${id}-${k}`, p.map)));
+    maps.catch(() => undefined); // awaited below, or given up with the run
     await serial(async () => {
       if (packer.count) await flushPack();
     });
     await uploader.finish();
+    await maps;
   } catch (e) {
-    await uploader.drain();
+    await Promise.allSettled([uploader.drain(), maps]);
     throw e;
   }
 
@@ -301,17 +310,17 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
     }
   }
 
-  // Block maps and the manifest come last: a restore point exists only once every block it names is stored and indexed.
-  const id = newRestorePointId(repo.now());
+  // The manifest comes last: a restore point exists only once every block it names is stored and indexed.
+  const mapRefs = await maps!;
   const manifestDisks: ManifestDisk[] = [];
-  for (const [k, { disk, map, incremental, reason }] of plans.entries()) {
+  for (const [k, { disk, incremental, reason }] of plans.entries()) {
     manifestDisks.push({
       diskId: disk.diskId,
       ...(disk.device ? { device: disk.device } : {}),
       sizeBytes: disk.source.size,
       blockSize: disk.source.blockSize,
       ...(disk.snapshotRef ? { snapshotRef: disk.snapshotRef } : {}),
-      map: await repo.writeBlockMap(`${id}-${k}`, map),
+      map: mapRefs[k]!,
       dataBlocks: dataBlocksOf[k]!,
       incremental,
       ...(reason ? { reason } : {}),

@@ -128,6 +128,9 @@ export class Repository {
   /** Index files read by load(), for prune to replace. */
   readonly indexFiles = new Set<string>();
   private pool?: CodecPool;
+  /** Pools ended by releaseCodecs, still exiting. */
+  private closing: Array<Promise<void>> = [];
+  private compressedByEndedPools = 0;
   /** Sealed objects fetched while the key was unwrapped, by prefix: each is used once. */
   private readonly prefetched: Map<string, Promise<StoredObject[]>>;
   readonly now: () => Date;
@@ -156,10 +159,29 @@ export class Repository {
     return this.pool;
   }
 
+  /**
+   * Ends the codec threads in the background, for a caller done with blocks (a backup whose
+   * blocks are all sealed: its last writes then overlap the threads' exit); `close` waits for
+   * them, and a later `codecs()` starts new ones.
+   */
+  releaseCodecs(): void {
+    const pool = this.pool;
+    this.pool = undefined;
+    if (!pool) return;
+    this.compressedByEndedPools += pool.compressed;
+    this.closing.push(pool.close());
+  }
+
+  /** Blocks compressed and sealed through this repository, by every codec pool it has had. */
+  get blocksCompressed(): number {
+    return this.compressedByEndedPools + (this.pool?.compressed ?? 0);
+  }
+
   async close(): Promise<void> {
-    await Promise.all([this.pool?.close(), this.startedThreads?.terminate()]);
+    await Promise.all([this.pool?.close(), this.startedThreads?.terminate(), ...this.closing]);
     this.pool = undefined;
     this.startedThreads = undefined;
+    this.closing = [];
   }
 
   /** Compresses, seals and stores a metadata object; its name is bound into the seal. */

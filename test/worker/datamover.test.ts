@@ -145,7 +145,7 @@ test('identical blocks are stored once across disks and across VMs', async () =>
 
   await backupImage(repo, join(dir, 'golden.img'), { vmId: 'vm-0' });
   const afterOne = bytes();
-  const compressedOnce = repo.codecs().compressed;
+  const compressedOnce = repo.blocksCompressed;
   for (let i = 1; i < 10; i++) {
     const r = await backupImage(repo, join(dir, 'golden.img'), { vmId: `vm-${i}` });
     assert.equal(r.disks[0]!.blocksNew, 0);
@@ -155,7 +155,7 @@ test('identical blocks are stored once across disks and across VMs', async () =>
   // clones were hashed, never compressed.
   assert.ok(bytes() < afterOne * 1.1, `${bytes()} bytes for ten clones vs ${afterOne} for one`);
   assert.ok(compressedOnce > 0);
-  assert.equal(repo.codecs().compressed, compressedOnce, 'no block of a clone was compressed');
+  assert.equal(repo.blocksCompressed, compressedOnce, 'no block of a clone was compressed');
   await repo.close();
 });
 
