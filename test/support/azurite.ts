@@ -19,24 +19,36 @@ export interface Azurite {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
+/** `n` distinct free loopback ports: every listener stays open until all are chosen, so none repeats. */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+      const srv = createServer();
+      srv.once('error', reject);
+      srv.listen(0, '127.0.0.1', () => resolve(srv));
+    })),
+  );
+  const ports = servers.map((srv) => (srv.address() as { port: number }).port);
+  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
+  return ports;
 }
 
 export async function startAzurite(): Promise<Azurite> {
+  // Another process may take a chosen port before Azurite listens on it: then it starts again on others.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startAzuriteOnce();
+    } catch (e) {
+      if (attempt >= 3 || !/EADDRINUSE/.test(String((e as Error).message))) throw e;
+    }
+  }
+}
+
+async function startAzuriteOnce(): Promise<Azurite> {
   const require = createRequire(import.meta.url);
   const pkgDir = dirname(require.resolve('azurite/package.json'));
   const bin = join(pkgDir, 'dist', 'src', 'azurite.js');
-  const blobPort = await freePort();
-  const queuePort = await freePort();
-  const tablePort = await freePort();
+  const [blobPort, queuePort, tablePort] = (await freePorts(3)) as [number, number, number];
   const child: ChildProcess = spawn(
     process.execPath,
     [bin, '--inMemoryPersistence', '--skipApiVersionCheck', '--silent', '--loose', '--blobHost', '127.0.0.1', '--blobPort', String(blobPort), '--queueHost', '127.0.0.1', '--queuePort', String(queuePort), '--tableHost', '127.0.0.1', '--tablePort', String(tablePort)],
