@@ -142,11 +142,18 @@ async function changedFromFile(path: string, blockSize: number): Promise<number[
   return raw.changed as number[];
 }
 
+const COMMANDS = ['init', 'backup', 'restore', 'ls', 'verify', 'key', 'forget', 'prune'];
+
 export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
   const [command, ...rest] = argv;
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     io.stdout(HELP);
     return command ? 0 : 2;
+  }
+  // Before anything opens a store: `tender-worker --version` or a typo must not read as "no repository".
+  if (!COMMANDS.includes(command)) {
+    io.stderr(`tender-worker: unknown command "${command}" — the commands are ${COMMANDS.join(', ')}\n\n${HELP}`);
+    return 2;
   }
   let parsed;
   try {

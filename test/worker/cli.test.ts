@@ -89,6 +89,12 @@ test('errors a user can hit say what is wrong and exit non-zero', async () => {
     assert.equal(await runWorkerCli(['backup', '--repo', 'file:repo', '--disk', 'root=disk.img'], usage), 2);
     assert.match(usage.err, /backup needs --vm ID/);
 
+    // A typo or a flag in the command's place is named as such, even with no repository set.
+    const typo = io(dir, { TENDER_REPOSITORY: '' });
+    assert.equal(await runWorkerCli(['--version'], typo), 2);
+    assert.match(typo.err, /unknown command "--version" — the commands are init, backup, restore, ls, verify, key, forget, prune/);
+    assert.doesNotMatch(typo.err, /no repository/);
+
     const noPass = io(dir, { TENDER_PASSPHRASE: '' });
     assert.equal(await runWorkerCli(['ls', '--repo', 'file:repo'], noPass), 1);
     assert.match(noPass.err, /no passphrase: pass --passphrase-file FILE or set TENDER_PASSPHRASE/);
