@@ -27,7 +27,7 @@ export function nativeRuntimeFiles(root, { codecThreads = true } = {}) {
   if (!codecThreads) return files;
   const blake = join('@napi-rs', 'blake-hash');
   if (!existsSync(join(modules, blake, 'index.js'))) throw new Error(`${join(modules, blake)} is missing: run npm ci before building`);
-  files.push(join(blake, 'package.json'), join(blake, 'index.js'));
+  files.push(...['package.json', 'index.js', 'LICENSE'].map((f) => join(blake, f)).filter((f) => existsSync(join(modules, f))));
   const platforms = Object.keys(JSON.parse(readFileSync(join(modules, blake, 'package.json'), 'utf8')).optionalDependencies ?? {}).filter((p) => existsSync(join(modules, p)));
   if (platforms.length === 0) throw new Error(`no prebuilt @napi-rs/blake-hash binary for ${process.platform}-${process.arch} in ${modules}: run npm ci on the platform the workers run on (Linux x64 or arm64)`);
   for (const p of platforms) {

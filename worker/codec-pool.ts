@@ -30,8 +30,11 @@ const { parentPort, workerData } = require('node:worker_threads');
 const crypto = require('node:crypto');
 // The low-level binding compresses into buffers we own: no allocation per block.
 const zstd = require(workerData.zstdBindingPath);
-// Keyed BLAKE3, format 2's block IDs (native, SIMD: 2–3 times the speed of SHA-256 here).
-const { Blake3Hasher } = require(workerData.blake3Path);
+// Keyed BLAKE3, format 2's block IDs (native, SIMD: 2–3 times the speed of SHA-256 here). Loaded
+// as the thread starts, off the critical path; where it cannot load, only computing a format 2
+// block ID fails (a restore never computes one).
+let Blake3Hasher, blake3Missing;
+try { if (workerData.blake3Path) ({ Blake3Hasher } = require(workerData.blake3Path)); } catch (e) { blake3Missing = e; }
 // Keys, codec settings and the shared slots arrive in the first message ('configure'): the
 // thread can start while the repository's key is still being unwrapped.
 let encKey, idKey, blockIdOf, slotSize, inputs, outputs, cctx, dctx, packed, unpacked, opened;
@@ -42,7 +45,9 @@ function configure(c) {
   idKey = Buffer.from(c.idKey);
   // A block's ID, as the repository's config names the function (docs/repository-format.md).
   if (c.blockId === 'blake3') {
-    blockIdOf = (data) => Blake3Hasher.newKeyed(idKey).update(data).digestBuffer();
+    blockIdOf = Blake3Hasher
+      ? (data) => Blake3Hasher.newKeyed(idKey).update(data).digestBuffer()
+      : () => { throw new Error('keyed BLAKE3 (@napi-rs/blake-hash), which this repository makes its block IDs with, does not load on this machine (' + String(blake3Missing && blake3Missing.message || 'not installed') + ') — run npm ci on this platform'); };
   } else if (c.blockId === 'hmac-sha256') {
     blockIdOf = (data) => crypto.createHmac('sha256', idKey).update(data).digest();
   } else throw new Error('unknown block ID function ' + c.blockId);
@@ -242,7 +247,13 @@ export class CodecThreads {
   private taken = false;
   constructor(count = availableParallelism()) {
     const require = createRequire(import.meta.url);
-    const workerData = { zstdBindingPath: require.resolve('zstd-napi/binding'), blake3Path: require.resolve('@napi-rs/blake-hash') };
+    let blake3Path: string | undefined;
+    try {
+      blake3Path = require.resolve('@napi-rs/blake-hash');
+    } catch {
+      // Not installed: the threads say so when a block ID is asked of them.
+    }
+    const workerData = { zstdBindingPath: require.resolve('zstd-napi/binding'), blake3Path };
     this.workers = Array.from({ length: Math.max(1, count) }, () => {
       const w = new Worker(THREAD_SOURCE, { eval: true, workerData });
       // Idle threads never keep the process alive (see CodecPool.call).
@@ -270,8 +281,8 @@ export class CodecThreads {
 export interface CodecPoolOptions {
   encryptionKey: Buffer;
   idKey: Buffer;
-  /** How block IDs are made: the repository's config says (default: format 2's keyed BLAKE3). */
-  blockId?: BlockIdFunction;
+  /** How block IDs are made: the repository's config says (blockIdFunctionOf). */
+  blockId: BlockIdFunction;
   blockSize: number;
   /** zstd level (default 3). */
   level?: number;
@@ -316,7 +327,7 @@ export class CodecPool {
     }));
     this.free = [...this.slots];
     this.threads = workers.map((w) => {
-      w.postMessage({ op: 'configure', encKey: opts.encryptionKey, idKey: opts.idKey, blockId: opts.blockId ?? 'blake3', level: opts.level ?? 3, params: opts.params, slotSize: this.slotSize, inputs, outputs });
+      w.postMessage({ op: 'configure', encKey: opts.encryptionKey, idKey: opts.idKey, blockId: opts.blockId, level: opts.level ?? 3, params: opts.params, slotSize: this.slotSize, inputs, outputs });
       return new Thread(w, started.failures.get(w));
     });
   }

@@ -162,7 +162,8 @@ export class Repository {
   /**
    * Ends the codec threads in the background, for a caller done with blocks (a backup whose
    * blocks are all sealed: its last writes then overlap the threads' exit); `close` waits for
-   * them, and a later `codecs()` starts new ones.
+   * them, and a later `codecs()` starts new ones. The pool is the repository's one: only one
+   * backup at a time may use a Repository (as the ID filter in the pool assumes too).
    */
   releaseCodecs(): void {
     const pool = this.pool;
@@ -528,6 +529,11 @@ async function readConfig(store: ObjectStore, key: MasterKey): Promise<RepoConfi
   if (cfg.version > FORMAT_VERSION) throw new RepositoryError(`${store.location} uses repository format ${cfg.version}; this tender-worker reads up to ${FORMAT_VERSION} — upgrade it`);
   if (cfg.blockId !== undefined && !BLOCK_ID_FUNCTIONS.includes(cfg.blockId)) {
     throw new RepositoryError(`${store.location} makes block IDs with ${JSON.stringify(cfg.blockId)}, which this tender-worker does not know — upgrade it`);
+  }
+  // Format 1 has no blockId (HMAC-SHA-256); format 2 names one. A config that mixes them would
+  // have its blocks found under the wrong IDs: refused rather than guessed.
+  if ((cfg.version >= 2) !== (cfg.blockId !== undefined)) {
+    throw new RepositoryError(`${store.location} has a format ${cfg.version} config ${cfg.blockId === undefined ? 'that names no block ID function' : `that names a block ID function (${cfg.blockId}), which format 1 does not have`}: it was not written by tender-worker — restore config from a copy`);
   }
   return cfg;
 }

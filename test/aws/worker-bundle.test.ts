@@ -37,6 +37,10 @@ test('bundle: agent + zstd-napi and BLAKE3 runtimes in a tar.gz whose sha256 is 
     // BLAKE3's official keyed-hash vector for the empty input, from the unpacked files alone.
     const blake = spawnSync(process.execPath, ['-e', 'const {Blake3Hasher}=require("./node_modules/@napi-rs/blake-hash");process.stdout.write(Blake3Hasher.newKeyed(Buffer.from("whats the Elvish word for friend")).digestBuffer().toString("hex"))'], { cwd: run, encoding: 'utf8', env: { PATH: process.env.PATH! } });
     assert.equal(blake.stdout, '92b2b75604ed3c761f9d6f62392c8a9227ad0ea3f09573e783f1498a4ed60d26', blake.stderr);
+    // …and the codec threads find it as they do: resolved from the bundle's own location.
+    const found = spawnSync(process.execPath, ['-e', 'process.stdout.write(require("node:module").createRequire(require("node:path").resolve("tender-aws-worker.cjs")).resolve("@napi-rs/blake-hash"))'], { cwd: run, encoding: 'utf8', env: { PATH: process.env.PATH! } });
+    assert.equal(found.stdout, join(run, 'node_modules', '@napi-rs', 'blake-hash', 'index.js'), found.stderr);
+    assert.ok(files.includes('./node_modules/@napi-rs/blake-hash/LICENSE'), 'its licence travels with it');
     rmSync(run, { recursive: true, force: true });
   } finally {
     rmSync(out, { recursive: true, force: true });

@@ -7,7 +7,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { CodecPool, CodecThreads } from '../../worker/codec-pool.js';
 import { IdFilter } from '../../worker/id-filter.js';
 
-const keys = () => ({ encryptionKey: randomBytes(32), idKey: randomBytes(32) });
+const keys = () => ({ encryptionKey: randomBytes(32), idKey: randomBytes(32), blockId: 'blake3' as const });
 
 test('threads started ahead of their keys hash, seal and decode once a pool configures them', async () => {
   const started = new CodecThreads(2);

@@ -7,7 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile, readFile, readdir, open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { addKey, initRepository, openOrInitRepository, openRepository, type Repository } from '../../worker/repository.js';
 import { backupVm } from '../../worker/backup.js';
 import { restoreDisk } from '../../worker/restore.js';
@@ -621,7 +622,18 @@ test('format 1 repositories (HMAC-SHA-256 block IDs) still back up, dedup, resto
     // Act
     const first = await backupImage(repo, join(dir, 'disk.img'));
     const second = await backupImage(repo, join(dir, 'disk.img'));
-    // Assess: the second run finds every block by its ID; content checks recompute the same IDs.
+    // Assess: each stored block is indexed under the ID its format's function gives (computed
+    // here, independently of the codec threads); the second run finds every block by its ID;
+    // content checks recompute the same IDs.
+    const idOf = (b: Buffer) => (repo.config.blockId === 'blake3' ? Blake3Hasher.newKeyed(repo.key.id).update(b).digestBuffer() : createHmac('sha256', repo.key.id).update(b).digest());
+    let dataBlocks = 0;
+    for (let i = 0; i < 16; i++) {
+      const b = image.subarray(i * BS, (i + 1) * BS);
+      if (b.every((x) => x === 0)) continue;
+      dataBlocks++;
+      assert.ok(repo.index.has(idOf(b)), `block ${i} is indexed under its ${repo.config.blockId ?? 'hmac-sha256'} ID`);
+    }
+    assert.ok(dataBlocks > 0);
     assert.ok(first.disks[0]!.blocksNew > 0);
     assert.equal(second.disks[0]!.blocksNew, 0, `${repo.config.blockId ?? 'hmac-sha256'}: every block deduplicated`);
     assert.equal(sha(await restoreToBuffer(repo, second.restorePointId, 'root', dir)), sha(image));
@@ -637,6 +649,11 @@ test('format 1 repositories (HMAC-SHA-256 block IDs) still back up, dedup, resto
   await store.put('config', seal(made.key.encryption, Buffer.from(JSON.stringify(cfg)), aadFor('config', 'repository')));
   await made.close();
   await assert.rejects(openRepository(store, PASS, FAST), /makes block IDs with "blake9", which this tender-worker does not know — upgrade it/);
+  // Nor is a config that mixes the formats: version 2 without a function, version 1 with one.
+  for (const mixed of [{ ...made.config, blockId: undefined }, { ...made.config, version: 1 }]) {
+    await store.put('config', seal(made.key.encryption, Buffer.from(JSON.stringify(mixed)), aadFor('config', 'repository')));
+    await assert.rejects(openRepository(store, PASS, FAST), /config (that names no block ID function|that names a block ID function \(blake3\), which format 1 does not have): it was not written by tender-worker/);
+  }
 });
 
 /** Records every call made on a store, as "method key" (for list, the prefix). */
