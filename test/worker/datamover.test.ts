@@ -701,6 +701,11 @@ test('a backup fetches what it reads first while its key unwraps, and still sees
   for (const prefix of ['index/', 'deletions/', 'snapshots/']) assert.ok(askedBeforeKey.includes(`list ${prefix}`), `${prefix} is listed while the key unwraps`);
   assert.ok(askedBeforeKey.some((c) => c.startsWith('get index/')), 'index files are read while the key unwraps');
   assert.ok(askedBeforeKey.some((c) => c.startsWith('get snapshots/')), 'restore points are read while the key unwraps');
+  assert.ok(askedBeforeKey.includes('list data/'), 'the packs are listed while the key unwraps');
+  // The key records come before any of that: nothing queued ahead of them delays the unwrap.
+  const lastKeyRead = Math.max(...askedBeforeKey.flatMap((c, i) => (c.startsWith('get keys/') ? [i] : [])));
+  const firstPrefetch = askedBeforeKey.findIndex((c) => /^(list|get) (index|deletions|snapshots|data)\//.test(c));
+  assert.ok(lastKeyRead >= 0 && lastKeyRead < firstPrefetch, `key records read first: ${askedBeforeKey.join(', ')}`);
   calls.length = 0;
   assert.equal((await readAllManifests(repo)).length, 1);
   assert.deepEqual(calls, [], 'the restore points fetched during the open are used, not read again');
