@@ -260,7 +260,8 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
       case 'restore': {
         const rp = v['restore-point'];
         if (!rp || !v.disk?.[0] || !v.target) throw new UsageError('restore needs --restore-point ID --disk ID --target PATH');
-        repo = await openRepository(store, pass, { threads });
+        // The codec threads, which decode every block, boot while the key unwraps.
+        repo = await openRepository(store, pass, { threads, startCodecs: true });
         const manifest = await repo.readManifest(rp);
         const disk = manifest.disks.find((d) => d.diskId === v.disk[0]);
         if (!disk) throw new UsageError(`restore point ${rp} has no disk "${v.disk[0]}" — it has: ${manifest.disks.map((d) => d.diskId).join(', ')}`);
@@ -285,13 +286,14 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
         return damaged.length ? 1 : 0;
       }
       case 'verify': {
-        repo = await openRepository(store, pass, { threads });
         let readData: boolean | number = !!v['read-data'];
         if (v['read-data-subset']) {
           const m = /^(\d+(?:\.\d+)?)%$/.exec(v['read-data-subset']);
           if (!m || Number(m[1]) <= 0 || Number(m[1]) > 100) throw new UsageError('--read-data-subset takes a percentage, e.g. 10%');
           readData = Number(m[1]) / 100;
         }
+        // Reading data decodes on the codec threads: they boot while the key unwraps.
+        repo = await openRepository(store, pass, { threads, startCodecs: !!readData });
         const report = await verifyRepository(repo, { readData });
         const text = `${report.ok ? 'ok' : 'PROBLEMS FOUND'}: ${report.restorePoints} restore points, ${report.packs} packs, ${report.blobs} blocks${readData ? `; read ${report.packsRead} packs, checked ${report.blobsChecked} blocks` : ''}${report.unindexedPacks ? `; ${report.unindexedPacks} pack(s) not indexed yet (a backup running or interrupted: the next backup adopts them)` : ''}${report.unfinishedPrunePacks ? `; ${report.unfinishedPrunePacks} pack(s) deleted by a prune that stopped before it replaced the index (run prune again to finish)` : ''}\n${report.problems.map((p) => `  ${p.object}: ${p.message}`).join('\n')}${report.problems.length ? '\n' : ''}`;
         out(report, text);
