@@ -49,6 +49,8 @@ class PackUploader {
 
   constructor(
     private readonly repo: Repository,
+    /** Runs once a pack's blocks are in the repository's index (found there from then on). */
+    private readonly onIndexed: (entries: PackEntry[]) => void,
     private readonly concurrency = 2,
     private readonly indexEvery = 8,
   ) {}
@@ -68,6 +70,7 @@ class PackUploader {
       }
       this.uploadedBytes += pack.bytes.length;
       this.repo.addPack(pack.id, pack.bytes.length, pack.entries);
+      this.onIndexed(pack.entries);
       this.unindexed.push({ id: pack.id, size: pack.bytes.length, entries: pack.entries });
       if (this.unindexed.length >= this.indexEvery) await this.writeIndex();
     })().catch((e) => {
@@ -124,8 +127,17 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
   // stored again, never referenced.
   repo.avoidPacks(repo.marked);
 
+  /**
+   * Block IDs sealed in this run and not in the index yet (in flight, or in a pack not uploaded):
+   * never sealed twice. An ID leaves once its pack is indexed, so this holds at most the blocks
+   * in flight, not every new block of the run (a full backup of a 1 TiB disk would otherwise
+   * keep two million of them).
+   */
+  const pending = new Set<string>();
   const uploadConcurrency = 2;
-  const uploader = new PackUploader(repo, uploadConcurrency);
+  const uploader = new PackUploader(repo, (entries) => {
+    for (const e of entries) pending.delete(e.id.toString('hex'));
+  }, uploadConcurrency);
   // One pack buffer being filled and one per upload in flight: memory is fixed, whatever the disk size.
   const buffers = new BufferRing(uploadConcurrency + 1, packCapacity(repo.config.packSize, pool.slotSize));
   let packBuf = await buffers.acquire();
@@ -140,8 +152,6 @@ export async function backupVm(repo: Repository, req: BackupRequest): Promise<Ba
     packBuf = await buffers.acquire();
     packer = new PackBuilder(repo.key.encryption, packBuf, repo.config.packSize);
   };
-  /** Block IDs sealed in this run but maybe not uploaded yet: never sealed twice. */
-  const pending = new Set<string>();
 
   // Plan every disk first so progress has a total from the start.
   const plans = await Promise.all(

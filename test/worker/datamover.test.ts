@@ -136,6 +136,28 @@ test('an incremental that cannot diff says so and reads everything (never a sile
   await repo.close();
 });
 
+test('within one run, a block repeated after the pack of its first copy is uploaded and indexed is still stored once', async () => {
+  // Prepare: 24 distinct random blocks (incompressible: a 256 KiB pack closes every 4 of them, so
+  // packs are uploaded and indexed all through the run), three times over.
+  const dir = await tempDir();
+  const kinds = Array.from({ length: 24 }, () => randomBytes(BS));
+  const image = Buffer.concat([...kinds, ...kinds, ...kinds]);
+  await writeFile(join(dir, 'disk.img'), image);
+  // Pack uploads that take a while: repeats also arrive while the pack of their first copy is
+  // still on its way (sealed, not indexed yet).
+  const inner = createMemoryStore();
+  const slow: ObjectStore = { ...inner, location: inner.location, put: async (k, b) => (k.startsWith('data/') && (await new Promise((r) => setTimeout(r, 15))), inner.put(k, b)) };
+  const repo = await initRepository(slow, PASS, FAST);
+  // Act
+  const r = await backupImage(repo, join(dir, 'disk.img'));
+  // Assess
+  assert.equal(r.disks[0]!.blocksRead, 72);
+  assert.equal(r.disks[0]!.blocksNew, 24);
+  assert.equal(repo.index.size, 24);
+  assert.equal(sha(await restoreToBuffer(repo, r.restorePointId, 'root', dir)), sha(image));
+  await repo.close();
+});
+
 test('identical blocks are stored once across disks and across VMs', async () => {
   const dir = await tempDir();
   const golden = makeImage(40, 5);
