@@ -342,8 +342,8 @@ export class Repository {
   readonly avoided = new Set<string>();
 
   /**
-   * The pack listing adoptUnindexedPacks uses, when it was started before the repository
-   * opened (openOrInitRepository), alongside the fetch of the index files; either may come
+   * The pack listing adoptUnindexedPacks uses, when the open started it (`listPacks`, as
+   * openOrInitRepository asks) alongside the fetch of the index files; either may come
    * first. Packs written after the index was listed are adopted from their own headers (a pack
    * indexed meanwhile is then indexed twice, which is harmless), and a pack indexed after the
    * pack listing looks gone, so this run merely does not dedup against it.
@@ -600,8 +600,12 @@ export async function openRepository(store: ObjectStore, secret: RepositorySecre
   }
 }
 
-/** Every readable key record, in key order (one removed meanwhile, or not JSON, is skipped). */
-async function readKeyRecords(store: ObjectStore): Promise<KeyRecord[]> {
+/**
+ * Every key record, in key order: a record removed meanwhile, or not JSON, is skipped; one that
+ * cannot be read (access denied, say) comes back as its error, which the open reports only if no
+ * other record opens the repository.
+ */
+async function readKeyRecords(store: ObjectStore): Promise<Array<KeyRecord | Error>> {
   const keyKeys: string[] = [];
   for await (const o of store.list(KEYS_PREFIX)) keyKeys.push(o.key);
   if (keyKeys.length === 0) throw new RepositoryError(`${store.location} has a config but no keys/: the repository is damaged; restore the keys/ folder from a copy`);
@@ -611,15 +615,20 @@ async function readKeyRecords(store: ObjectStore): Promise<KeyRecord[]> {
         return JSON.parse(Buffer.from(await store.get(k)).toString('utf8')) as KeyRecord;
       } catch (e) {
         if (e instanceof NotFoundError || e instanceof SyntaxError) return undefined;
-        throw toError(e);
+        return toError(e);
       }
     }),
   );
-  return records.filter((r): r is KeyRecord => r !== undefined);
+  return records.filter((r): r is KeyRecord | Error => r !== undefined);
 }
 
-async function openWithKey(store: ObjectStore, secret: RepositorySecret, opts: RepositoryOptions, prefetched: Map<string, Promise<StoredObject[]>>, threads: CodecThreads | undefined, records: KeyRecord[]): Promise<Repository> {
+async function openWithKey(store: ObjectStore, secret: RepositorySecret, opts: RepositoryOptions, prefetched: Map<string, Promise<StoredObject[]>>, threads: CodecThreads | undefined, records: Array<KeyRecord | Error>): Promise<Repository> {
+  let unreadable: Error | undefined;
   for (const rec of records) {
+    if (rec instanceof Error) {
+      unreadable ??= rec;
+      continue;
+    }
     const master = await unwrapMasterKey(rec, secret);
     if (!master) continue;
     const config = await readConfig(store, master);
@@ -634,6 +643,8 @@ async function openWithKey(store: ObjectStore, secret: RepositorySecret, opts: R
     }
     return repo;
   }
+  // A key record we could not read may be the one that opens: its error says more than "wrong key".
+  if (unreadable) throw unreadable;
   if (typeof secret === 'string') {
     throw new WrongPassphraseError(`the passphrase does not open the repository at ${store.location} — check the passphrase you gave (TENDER_PASSPHRASE / --passphrase-file, or the policy's repository.key)`);
   }

@@ -22,7 +22,7 @@ import { withFaults, SimulatedCrashError } from '../../shared/core/store-wrapper
 import type { ObjectStore } from '../../shared/ports/object-store.js';
 import { tempDirs } from '../support/temp-dirs.js';
 import { aadFor, seal } from '../../worker/crypto.js';
-import { CorruptObjectError, LockedError, NotFoundError, WrongPassphraseError } from '../../shared/core/errors.js';
+import { AccessDeniedError, CorruptObjectError, LockedError, NotFoundError, WrongPassphraseError } from '../../shared/core/errors.js';
 
 const BS = 64 * 1024;
 const PASS = 'a long test passphrase';
@@ -146,7 +146,8 @@ test('within one run, a block repeated after the pack of its first copy is uploa
   // Pack uploads that take a while: repeats also arrive while the pack of their first copy is
   // still on its way (sealed, not indexed yet).
   const inner = createMemoryStore();
-  const slow: ObjectStore = { ...inner, location: inner.location, put: async (k, b) => (k.startsWith('data/') && (await new Promise((r) => setTimeout(r, 15))), inner.put(k, b)) };
+  let packPuts = 0;
+  const slow: ObjectStore = { ...inner, location: inner.location, put: async (k, b) => (k.startsWith('data/') && (packPuts++, await new Promise((r) => setTimeout(r, 15))), inner.put(k, b)) };
   const repo = await initRepository(slow, PASS, FAST);
   // Act
   const r = await backupImage(repo, join(dir, 'disk.img'));
@@ -154,6 +155,7 @@ test('within one run, a block repeated after the pack of its first copy is uploa
   assert.equal(r.disks[0]!.blocksRead, 72);
   assert.equal(r.disks[0]!.blocksNew, 24);
   assert.equal(repo.index.size, 24);
+  assert.equal(packPuts, 6, 'four blocks a pack: nothing uploaded twice');
   assert.equal(sha(await restoreToBuffer(repo, r.restorePointId, 'root', dir)), sha(image));
   await repo.close();
 });
@@ -180,6 +182,21 @@ test('identical blocks are stored once across disks and across VMs', async () =>
   assert.ok(compressedOnce > 0);
   assert.equal(repo.blocksCompressed, compressedOnce, 'no block of a clone was compressed');
   await repo.close();
+});
+
+test('a key record that cannot be read does not stop another from opening the repository; alone, its error is what the open reports', async () => {
+  // Prepare: a repository with two passphrases, and a store that refuses to serve the first record.
+  const inner = createMemoryStore();
+  const repo = await initRepository(inner, PASS, FAST);
+  const second = await addKey(repo, 'another long passphrase', { scrypt: FAST.scrypt });
+  await repo.close();
+  const first = [...inner.objects.keys()].filter((k) => k.startsWith('keys/') && k !== second)[0]!;
+  const refusing: ObjectStore = { ...inner, location: inner.location, get: (k, r) => (k === first ? Promise.reject(new AccessDeniedError(`${k}: access denied`)) : inner.get(k, r)) };
+  // Act / Assess
+  const opened = await openRepository(refusing, 'another long passphrase', FAST);
+  assert.equal(opened.config.id, repo.config.id);
+  await opened.close();
+  await assert.rejects(openRepository(refusing, PASS, FAST), (e: unknown) => e instanceof AccessDeniedError && e.message.includes(first));
 });
 
 test('a wrong passphrase and a missing repository are named, and nothing is written', async () => {
