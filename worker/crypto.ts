@@ -1,7 +1,8 @@
-// Keys and sealing for the repository (docs/repository-format.md, "Encryption").
+// Keys and sealing for the repository (docs/repository-format.md, "Keys and encryption").
 //
 // One master key per repository: 32 bytes for AES-256-GCM and 32 bytes for the
-// keyed block ID (HMAC-SHA-256). It is never stored in the clear: each
+// keyed block ID (keyed BLAKE3 in format 2, HMAC-SHA-256 in format 1). It is
+// never stored in the clear: each
 // `keys/<id>` object wraps it under a key derived from a passphrase (scrypt) or
 // under a cloud KMS key. Every object the repository writes is sealed with the
 // master key; the AAD binds a sealed blob to what it claims to be (its block ID,
@@ -20,7 +21,7 @@ export const SEAL_OVERHEAD = 1 + NONCE + TAG;
 export interface MasterKey {
   /** AES-256-GCM key for every sealed object. */
   encryption: Buffer;
-  /** HMAC-SHA-256 key for block IDs: IDs reveal nothing about content to whoever holds the repository. */
+  /** Key of the block ID hash (keyed BLAKE3, or HMAC-SHA-256 in format 1): IDs reveal nothing about content to whoever holds the repository. */
   id: Buffer;
 }
 
