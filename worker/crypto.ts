@@ -2,9 +2,8 @@
 //
 // One master key per repository: 32 bytes for AES-256-GCM and 32 bytes for the
 // keyed block ID (keyed BLAKE3 in format 2, HMAC-SHA-256 in format 1). It is
-// never stored in the clear: each
-// `keys/<id>` object wraps it under a key derived from a passphrase (scrypt) or
-// under a cloud KMS key. Every object the repository writes is sealed with the
+// never stored in the clear: each `keys/<id>` object wraps it under a key
+// derived from a passphrase (scrypt) or under a cloud KMS key. Every object the repository writes is sealed with the
 // master key; the AAD binds a sealed blob to what it claims to be (its block ID,
 // or the kind and name of a metadata object), so a blob moved, swapped or
 // replayed under another name fails authentication.

@@ -549,13 +549,15 @@ export async function initRepository(store: ObjectStore, secret: RepositorySecre
   const record = await wrapMasterKey(master, secret, now, opts.scrypt);
   await store.put(`${KEYS_PREFIX}${keyName}`, Buffer.from(JSON.stringify(record), 'utf8'));
   const blockId = opts.blockId ?? 'blake3';
+  // Format 1 is what HMAC-SHA-256 IDs mean: its config has no blockId (readConfig insists).
+  const format1 = blockId === 'hmac-sha256';
   const config: RepoConfig = {
-    version: blockId === 'hmac-sha256' ? 1 : FORMAT_VERSION,
+    version: format1 ? 1 : FORMAT_VERSION,
     id: randomBytes(16).toString('hex'),
     blockSize: opts.blockSize ?? DEFAULT_BLOCK_SIZE,
     packSize: opts.packSize ?? DEFAULT_PACK_SIZE,
     compression: opts.compressionLevel === undefined ? { ...DEFAULT_COMPRESSION, params: { ...DEFAULT_COMPRESSION.params } } : { codec: 'zstd', level: opts.compressionLevel },
-    ...(blockId === 'hmac-sha256' ? {} : { blockId }),
+    ...(format1 ? {} : { blockId }),
     created: now.toISOString(),
   };
   const created = await store.putIfAbsent('config', seal(master.encryption, Buffer.from(JSON.stringify(config)), aadFor('config', 'repository')));
