@@ -3,7 +3,9 @@
 // node_modules. The AWS worker bundle (shared/aws/build-worker-bundle.ts) and the Azure
 // build (scripts/build-azure.mjs) ship exactly these next to their bundles.
 //
-//   zstd-napi            compiled by npm ci on the building machine (its install script)
+//   zstd-napi            compiled by npm ci on the building machine (its install script); only
+//                        its binding is loaded (worker/zstd.ts, the codec threads), never its
+//                        JavaScript API
 //   @napi-rs/blake-hash  keyed BLAKE3 for format 2 block IDs (codec threads only): the loader
 //                        and the prebuilt binary npm installed for the building machine's
 //                        platform (an optional dependency per platform)
@@ -11,7 +13,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const ZSTD = ['package.json', 'binding.js', 'dist', 'LICENSE', 'NOTICE', 'build/Release/binding.node'];
+const ZSTD = ['package.json', 'binding.js', 'LICENSE', 'NOTICE', 'build/Release/binding.node'];
 
 /**
  * Paths (relative to node_modules) to copy. `codecThreads: false` leaves out what only the

@@ -3,7 +3,6 @@
 // in docs/repository-format.md; this file is the only place that opens them.
 
 import { createHash, randomBytes } from 'node:crypto';
-import zstd from 'zstd-napi';
 import type { ObjectStore } from '../shared/ports/object-store.js';
 import { AccessDeniedError, CorruptObjectError, NotFoundError, RepositoryError, WrongPassphraseError, toError } from '../shared/core/errors.js';
 import { aadFor, describeSecret, newMasterKey, open, seal, unwrapMasterKey, wrapMasterKey, type KeyRecord, type MasterKey, type RepositorySecret } from './crypto.js';
@@ -25,6 +24,7 @@ import {
 } from './format.js';
 import { CodecPool, CodecThreads, type ZstdParams } from './codec-pool.js';
 import { BlockIndex } from './block-index.js';
+import { compressObject, decompressObject, loadZstd } from './zstd.js';
 
 export interface RepoConfig {
   version: number;
@@ -189,7 +189,7 @@ export class Repository {
 
   /** Compresses, seals and stores a metadata object; its name is bound into the seal. */
   sealObject(kind: string, name: string, plaintext: Uint8Array): Buffer {
-    const packed = zstd.compress(plaintext, { compressionLevel: 3 });
+    const packed = compressObject(plaintext, 3);
     return seal(this.key.encryption, Buffer.concat([Buffer.of(CODEC_ZSTD), packed]), aadFor(kind, name));
   }
 
@@ -197,7 +197,7 @@ export class Repository {
     const plain = open(this.key.encryption, sealed, aadFor(kind, name));
     if (!plain) throw new CorruptObjectError(objectKey, 'does not authenticate: it was damaged or not written by a holder of this repository\'s key — run `tender-worker verify` and restore from another restore point');
     if (plain[0] === CODEC_NONE) return plain.subarray(1);
-    if (plain[0] === CODEC_ZSTD) return zstd.decompress(plain.subarray(1));
+    if (plain[0] === CODEC_ZSTD) return decompressObject(plain.subarray(1));
     throw new CorruptObjectError(objectKey, `unknown codec ${plain[0]}: written by a newer Tender? Upgrade tender-worker`);
   }
 
@@ -631,7 +631,15 @@ async function openWithKey(store: ObjectStore, secret: RepositorySecret, opts: R
       unreadable ??= rec;
       continue;
     }
-    const master = await unwrapMasterKey(rec, secret);
+    const unwrapping = unwrapMasterKey(rec, secret);
+    // The main thread only waits while the key unwraps: the zstd binding, which every object
+    // read next needs, loads meanwhile. Where it cannot load, the first object read says so.
+    try {
+      loadZstd();
+    } catch {
+      // reported by that read
+    }
+    const master = await unwrapping;
     if (!master) continue;
     const config = await readConfig(store, master);
     if (!config) continue; // a key left by an init that lost the race

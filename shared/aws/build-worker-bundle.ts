@@ -1,7 +1,7 @@
 // Builds the AWS worker bundle: one .tar.gz holding
 //   tender-aws-worker.cjs            shared/aws/worker-main.ts and all it imports (esbuild, CommonJS)
 //   node_modules/zstd-napi/…         the native zstd codec, which cannot be bundled: its runtime
-//                                    files only (dist/, binding.js, build/Release/binding.node)
+//                                    files only (binding.js, build/Release/binding.node)
 //   node_modules/@napi-rs/blake-hash…  keyed BLAKE3 for block IDs: its loader and the prebuilt
 //                                    binary npm installed for this platform (scripts/native-runtime.mjs)
 //   node/…                           optional (--node-dir): a Node.js ≥ 20 distribution, for AMIs

@@ -23,7 +23,7 @@ test('bundle: agent + zstd-napi and BLAKE3 runtimes in a tar.gz whose sha256 is 
     assert.equal(manifest.sha256, a.sha256);
     assert.equal(manifest.key, `worker/tender-worker-${a.sha256.slice(0, 16)}.tar.gz`);
     const files = execFileSync('tar', ['-tzf', a.path], { encoding: 'utf8' }).split('\n');
-    for (const f of ['./tender-aws-worker.cjs', './node_modules/zstd-napi/build/Release/binding.node', './node_modules/zstd-napi/dist/index.js', './node_modules/zstd-napi/package.json', './node_modules/@napi-rs/blake-hash/index.js']) assert.ok(files.includes(f), f);
+    for (const f of ['./tender-aws-worker.cjs', './node_modules/zstd-napi/build/Release/binding.node', './node_modules/zstd-napi/binding.js', './node_modules/zstd-napi/package.json', './node_modules/@napi-rs/blake-hash/index.js']) assert.ok(files.includes(f), f);
     assert.ok(files.some((f) => /^\.\/node_modules\/@napi-rs\/blake-hash-[a-z0-9-]+\/blake\.[a-z0-9-]+\.node$/.test(f)), 'the prebuilt BLAKE3 binary for this platform');
     assert.match(manifest.blakeHash, /^\d+\.\d+\.\d+$/);
     // Unpacked away from the project (no node_modules to fall back on): it loads and says what it needs.
@@ -32,7 +32,7 @@ test('bundle: agent + zstd-napi and BLAKE3 runtimes in a tar.gz whose sha256 is 
     const res = spawnSync(process.execPath, [join(run, 'tender-aws-worker.cjs')], { encoding: 'utf8', env: { PATH: process.env.PATH! } });
     assert.equal(res.status, 2);
     assert.match(res.stderr, /TENDER_JOB_QUEUE_URL/);
-    const zstd = spawnSync(process.execPath, ['-e', 'const z=require("./node_modules/zstd-napi");process.stdout.write(z.decompress(z.compress(Buffer.from("ok"))).toString())'], { cwd: run, encoding: 'utf8' });
+    const zstd = spawnSync(process.execPath, ['-e', 'const z=require("./node_modules/zstd-napi/binding");const c=Buffer.alloc(z.compressBound(2));const n=z.compress(c,Buffer.from("ok"),3);const d=Buffer.alloc(2);z.decompress(d,c.subarray(0,n));process.stdout.write(d.toString())'], { cwd: run, encoding: 'utf8' });
     assert.equal(zstd.stdout, 'ok');
     // BLAKE3's official keyed-hash vector for the empty input, from the unpacked files alone.
     const blake = spawnSync(process.execPath, ['-e', 'const {Blake3Hasher}=require("./node_modules/@napi-rs/blake-hash");process.stdout.write(Blake3Hasher.newKeyed(Buffer.from("whats the Elvish word for friend")).digestBuffer().toString("hex"))'], { cwd: run, encoding: 'utf8', env: { PATH: process.env.PATH! } });
