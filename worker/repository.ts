@@ -544,6 +544,23 @@ async function readConfig(store: ObjectStore, key: MasterKey): Promise<RepoConfi
 export async function initRepository(store: ObjectStore, secret: RepositorySecret, opts: InitOptions = {}): Promise<Repository> {
   if (await store.stat('config')) throw new RepositoryError(`${store.location} already holds a Tender repository — open it instead of creating one`);
   const now = (opts.now ?? (() => new Date()))();
+  // A backup's codec threads start while the new key is wrapped (scrypt, or a KMS call), as an
+  // open starts them while the key unwraps.
+  const threads = opts.startCodecs ? new CodecThreads(opts.threads) : undefined;
+  try {
+    const repo = await createRepository(store, secret, opts, now, threads);
+    if (repo) return repo;
+  } catch (e) {
+    await threads?.terminate();
+    throw e;
+  }
+  // Another worker created the repository first: open it (with threads of its own).
+  await threads?.terminate();
+  return openRepository(store, secret, opts);
+}
+
+/** initRepository's work: the new repository, or undefined when another worker's config won the race. */
+async function createRepository(store: ObjectStore, secret: RepositorySecret, opts: InitOptions, now: Date, threads: CodecThreads | undefined): Promise<Repository | undefined> {
   const master = newMasterKey();
   const keyName = randomBytes(8).toString('hex');
   const record = await wrapMasterKey(master, secret, now, opts.scrypt);
@@ -567,9 +584,12 @@ export async function initRepository(store: ObjectStore, secret: RepositorySecre
     await store.delete(`${KEYS_PREFIX}${keyName}`).catch((e) => {
       if (!(e instanceof AccessDeniedError)) throw e;
     });
-    return openRepository(store, secret, opts);
+    return undefined;
   }
-  return new Repository(store, master, config, opts);
+  const repo = new Repository(store, master, config, opts, new Map(), threads);
+  // Threads started early get their keys and settings now, as after an open.
+  if (threads) repo.codecs();
+  return repo;
 }
 
 /** Opens a repository with a passphrase or a cloud key: NotFoundError when there is none, WrongPassphraseError when no key record opens. */
@@ -678,7 +698,7 @@ export interface BackupOpenOptions extends InitOptions {
 
 /** Opens the repository a backup writes to, creating it on first use. */
 export async function openOrInitRepository(store: ObjectStore, secret: RepositorySecret, opts: BackupOpenOptions = {}): Promise<Repository> {
-  if (!(await store.stat('config'))) return initRepository(store, secret, opts);
+  if (!(await store.stat('config'))) return initRepository(store, secret, { ...opts, startCodecs: true });
   // The backup's first step lists the packs; doing it while the key is unwrapped (scrypt, or a
   // KMS call) takes it off the critical path. Its next reads — deletion marks, and the restore
   // points when it looks for a parent — are fetched meanwhile too, and its codec threads start then.

@@ -588,6 +588,31 @@ test('two workers creating the same repository at once both end up in the one th
   await Promise.all(repos.map((r) => r.close()));
 });
 
+test('two first backups racing to create the repository (codec threads already started as each wraps its key) both land in the one that won', async () => {
+  // Prepare
+  const dir = await tempDir();
+  const images = [makeImage(12, 31), makeImage(12, 32)];
+  await Promise.all(images.map((img, k) => writeFile(join(dir, `disk${k}.img`), img)));
+  const store = createMemoryStore();
+  let configsWritten = 0;
+  const counting: ObjectStore = { ...store, putIfAbsent: async (k, b) => ((k === 'config' ? configsWritten++ : 0), store.putIfAbsent(k, b)) };
+  // The process's threads (Linux): the loser's codec threads must end, not idle on.
+  const threadCount = async () => (await readdir('/proc/self/task').catch(() => [])).length;
+  const threadsBefore = await threadCount();
+  // Act
+  const repos = await Promise.all([0, 1].map(() => openOrInitRepository(counting, PASS, FAST)));
+  const results = await Promise.all(repos.map((repo, k) => backupImage(repo, join(dir, `disk${k}.img`), { vmId: `vm-${k}` })));
+  // Assess
+  assert.equal(configsWritten, 2, 'both tried to create it: the race this test is about happened');
+  assert.equal(repos[0]!.config.id, repos[1]!.config.id);
+  await Promise.all(repos.map((r) => r.close()));
+  for (let i = 0; i < 100 && (await threadCount()) > threadsBefore; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.ok((await threadCount()) <= threadsBefore, `${(await threadCount()) - threadsBefore} more threads than before the backups`);
+  const reader = await openRepository(store, PASS, FAST);
+  for (const [k, r] of results.entries()) assert.equal(sha(await restoreToBuffer(reader, r.restorePointId, 'root', dir)), sha(images[k]!), `disk ${k}`);
+  await reader.close();
+});
+
 test('holes in a sparse image are not read when the filesystem can map them, and the restore is still exact', async () => {
   const dir = await tempDir();
   // 64 blocks, data in blocks 3, 10–11 and 40 only; the rest are holes.
