@@ -37,7 +37,7 @@ Usage:
   tender-worker ls       --repo URL [--vm ID] [--json]
   tender-worker verify   --repo URL [--read-data | --read-data-subset PERCENT%] [--json]
   tender-worker forget   --repo URL RESTORE_POINT_ID…
-  tender-worker prune    --repo URL [--dry-run] [--safety-margin-hours H] [--json]
+  tender-worker prune    --repo URL [--dry-run] [--safety-margin-hours H] [--repack-below SHARE] [--json]
   tender-worker key add  --repo URL (--new-passphrase-file FILE | --new-kms-key-id KEY | --new-key-vault-key-id URL)
 
 Repository URL: file:/abs/path, file:relative/path, s3://bucket/prefix, azblob://account/container/prefix
@@ -53,6 +53,10 @@ Restore writes IMAGE.partial and renames it to the target when complete; --sync 
   to the device first (slower; what you want before pulling the power). A block device as the
   target (with --overwrite) is written in place, every block including zeros, and always flushed
   before the restore reports done; it must be at least the disk's size.
+
+Prune deletes, in two runs at least the safety margin apart (default 24 h), packs no restore point
+  needs. A pack restore points need less than SHARE of (default 0.5; 0 never repacks) is repacked:
+  the blocks they need are copied into new packs and the old pack is freed like an unneeded one.
 
 Exit codes: 0 done, 1 failed (the message says why and what to do), 2 bad arguments. ls lists
   what it can read and exits 1 when a restore point cannot be read (named on stderr); forget
@@ -184,6 +188,7 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
         'read-data-subset': { type: 'string' },
         'dry-run': { type: 'boolean' },
         'safety-margin-hours': { type: 'string' },
+        'repack-below': { type: 'string' },
         threads: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -320,8 +325,12 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
         repo = await openRepository(store, pass, { threads });
         const hours = v['safety-margin-hours'] !== undefined ? Number(v['safety-margin-hours']) : undefined;
         if (hours !== undefined && !(hours >= 0)) throw new UsageError('--safety-margin-hours takes a number of hours ≥ 0');
-        const report = await pruneRepository(repo, { dryRun: !!v['dry-run'], safetyMarginMs: hours === undefined ? DEFAULT_SAFETY_MARGIN_MS : hours * 3600_000 });
-        out(report, `${report.dryRun ? '(dry run) ' : ''}deleted ${report.packsDeleted} packs (${fmtBytes(report.bytesFreed)}), marked ${report.packsMarked} for deletion at a later prune, kept ${report.packsKept}\n`);
+        const repackBelow = v['repack-below'] !== undefined ? Number(v['repack-below']) : undefined;
+        if (repackBelow !== undefined && !(repackBelow >= 0 && repackBelow <= 1)) throw new UsageError('--repack-below takes a share of a pack from 0 (never repack) to 1, such as 0.5');
+        const report = await pruneRepository(repo, { dryRun: !!v['dry-run'], safetyMarginMs: hours === undefined ? DEFAULT_SAFETY_MARGIN_MS : hours * 3600_000, ...(repackBelow !== undefined ? { repackBelow } : {}) });
+        const repacked = report.packsRepacked ? ` (${report.packsRepacked} of them repacked: ${fmtBytes(report.bytesRepacked)} of blocks still needed copied into new packs)` : '';
+        const notRepacked = report.packsNotRepacked ? `; ${report.packsNotRepacked} pack(s) left as they are: a block in them does not authenticate — run \`tender-worker verify --read-data\`` : '';
+        out(report, `${report.dryRun ? '(dry run) ' : ''}deleted ${report.packsDeleted} packs (${fmtBytes(report.bytesFreed)}), marked ${report.packsMarked} for deletion at a later prune${repacked}, kept ${report.packsKept}${notRepacked}\n`);
         return 0;
       }
       default:

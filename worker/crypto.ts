@@ -67,6 +67,12 @@ export function open(encKey: Buffer, sealed: Uint8Array, aad: Uint8Array): Buffe
   }
 }
 
+/** A block blob's associated data: the block's ID, so a blob opens only as the block it was sealed as (the codec threads make the same, worker/codec-pool.ts). */
+export function blockAad(id: Uint8Array): Buffer {
+  return Buffer.concat([BLOCK_AAD_PREFIX, id]);
+}
+const BLOCK_AAD_PREFIX = Buffer.from('tender-v1:block:', 'utf8');
+
 export function aadFor(kind: string, name: string): Buffer {
   return Buffer.from(`tender-v1:${kind}:${name}`, 'utf8');
 }

@@ -13,11 +13,20 @@
 //
 // Packs no index names yet (a run still uploading, or one that crashed) are
 // only ever considered once they are older than the margin too.
+//
+// A pack that restore points still need only a little of (under `repackBelow`
+// of its bytes, half by default) is *repacked*: the blocks they need are copied,
+// sealed as they are, into new packs, which are uploaded and indexed first; then
+// the old pack is marked like an unreferenced one. Phase 2 deletes a marked pack
+// that still holds needed blocks only when every one of them is in a pack that
+// stays — so the space of forgotten blocks comes back even when they share a
+// pack with blocks that live on.
 
 import { randomBytes } from 'node:crypto';
-import { CorruptObjectError, LockedError, NotFoundError } from '../shared/core/errors.js';
+import { CorruptObjectError, LockedError, NotFoundError, ValidationError } from '../shared/core/errors.js';
 import { mapLimit, type DamagedObject, type DeletionRecord, type Repository } from './repository.js';
-import { blockCount, isZeroId, mapGet, packIdFromKey, packKey, type BlobLocation, type IndexFile, type PackEntry } from './format.js';
+import { PackBuilder, blockCount, checkBuiltPack, isZeroId, mapGet, packCapacity, packIdFromKey, packKey, type BlobLocation, type IndexFile, type PackEntry } from './format.js';
+import { blockAad, open } from './crypto.js';
 import { BlockIndex } from './block-index.js';
 import { readAllManifests } from './restore-points.js';
 
@@ -25,6 +34,8 @@ import { readAllManifests } from './restore-points.js';
 const REFERENCED: BlobLocation = { pack: '', offset: 0, length: 0, rawLength: 0 };
 
 export const DEFAULT_SAFETY_MARGIN_MS = 24 * 3600 * 1000;
+/** A pack whose needed blocks take less than this share of its bytes is repacked. */
+export const DEFAULT_REPACK_BELOW = 0.5;
 const LOCK_KEY = 'locks/exclusive';
 
 interface LockRecord {
@@ -86,6 +97,8 @@ export interface PruneOptions {
   safetyMarginMs?: number;
   dryRun?: boolean;
   owner?: string;
+  /** Repack a pack whose needed blocks take less than this share of it (0 to 1; default 0.5; 0 never repacks). */
+  repackBelow?: number;
 }
 
 export interface PruneReport {
@@ -93,6 +106,12 @@ export interface PruneReport {
   packsMarked: number;
   packsDeleted: number;
   bytesFreed: number;
+  /** Packs whose needed blocks were copied into new packs, and which were marked (freed at a later prune). */
+  packsRepacked: number;
+  /** Bytes of the blocks copied by the repack (in a dry run: what would be copied). */
+  bytesRepacked: number;
+  /** Packs due for a repack left as they are because a block in them does not authenticate (`verify --read-data` names it). */
+  packsNotRepacked: number;
   packsKept: number;
   indexFilesReplaced: number;
   /** Packs no readable index named, found needed (or named only by a damaged index file) and indexed again. */
@@ -107,6 +126,8 @@ export interface PruneReport {
 
 export async function pruneRepository(repo: Repository, opts: PruneOptions = {}): Promise<PruneReport> {
   const margin = opts.safetyMarginMs ?? DEFAULT_SAFETY_MARGIN_MS;
+  const repackBelow = opts.repackBelow ?? DEFAULT_REPACK_BELOW;
+  if (!(repackBelow >= 0 && repackBelow <= 1)) throw new ValidationError(`repackBelow is a share of a pack, from 0 (never repack) to 1 (got ${repackBelow})`);
   const lock = await acquireExclusiveLock(repo, opts.owner ?? `prune@${process.pid}`);
   try {
     const now = repo.now().getTime();
@@ -179,24 +200,60 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
     // if they are still unreferenced (they are not "marked already"), and it is removed.
     const damagedMarks: DamagedObject[] = [];
     const marks = await repo.deletionMarks(damagedMarks);
+    const markedAlready = new Set(marks.flatMap((m) => m.record.packs));
+    // Packs due for a repack: old, still needed, not marked, and mostly holding blocks nothing needs.
+    const neededBytes = (p: IndexFile['packs'][number]) => p.blobs.reduce((n, [id, , length]) => n + (referenced.has(id) ? length : 0), 0);
+    const sparse = repackBelow > 0 ? [...indexed.values()].filter((p) => live.has(p.id) && stored.has(p.id) && old(p.id) && !markedAlready.has(p.id) && neededBytes(p) < repackBelow * p.size) : [];
+    const sparseIds = new Set(sparse.map((p) => p.id));
+    // Blocks in packs that stay whatever this prune does: stored, named by a readable index file,
+    // neither marked nor due for a repack. A needed block found here is not copied again.
+    const staying = new BlockIndex();
+    for (const p of indexed.values()) {
+      if (stored.has(p.id) && !markedAlready.has(p.id) && !sparseIds.has(p.id)) for (const [id] of p.blobs) staying.add(id, REFERENCED);
+    }
+    // Phase 2 takes marked packs older than the margin: one no restore point needs goes now; one
+    // that holds needed blocks goes once each is in a pack that stays (decided after the repack).
     const toDelete = new Set<string>();
+    const stillNeeded: string[] = [];
     const doneMarks: string[] = [];
     for (const { key, record } of marks) {
       if (now - new Date(record.marked).getTime() < margin) continue;
-      for (const p of record.packs) if (!live.has(p) && old(p)) toDelete.add(p);
+      for (const p of record.packs) {
+        if (!old(p)) continue;
+        if (!live.has(p)) toDelete.add(p);
+        else stillNeeded.push(p);
+      }
       doneMarks.push(key);
     }
-    const markedAlready = new Set(marks.flatMap((m) => m.record.packs));
     const toMark = unreferenced.filter((p) => !toDelete.has(p) && !markedAlready.has(p));
+    // The needed blocks of the sparse packs that no staying pack holds, once each: what the repack
+    // copies if every blob authenticates (the figure a dry run gives).
+    const copying = new Set<string>();
+    let bytesToCopy = 0;
+    for (const p of sparse) {
+      for (const [id, , length] of p.blobs) {
+        if (!referenced.has(id) || staying.has(id) || copying.has(id)) continue;
+        copying.add(id);
+        bytesToCopy += length;
+      }
+    }
+    /** Marked packs still needed whose needed blocks are all in staying packs or among those copied: they go. */
+    const supersede = (copied: Set<string>) => {
+      for (const pack of stillNeeded) {
+        const p = indexed.get(pack);
+        if (p && p.blobs.every(([id]) => !referenced.has(id) || staying.has(id) || copied.has(id))) toDelete.add(pack);
+      }
+    };
 
-    let bytesFreed = 0;
-    for (const p of toDelete) bytesFreed += stored.get(p)?.size ?? 0;
     const report: PruneReport = {
       referencedBlocks: referenced.size,
       packsMarked: toMark.length,
-      packsDeleted: toDelete.size,
-      bytesFreed,
-      packsKept: stored.size - toDelete.size,
+      packsDeleted: 0,
+      bytesFreed: 0,
+      packsRepacked: sparse.length,
+      bytesRepacked: bytesToCopy,
+      packsNotRepacked: 0,
+      packsKept: 0,
       indexFilesReplaced: 0,
       packsReindexed: reindexed.length,
       damagedIndexFilesRemoved: 0,
@@ -204,11 +261,36 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
       mapsDeleted: 0,
       dryRun: !!opts.dryRun,
     };
-    if (opts.dryRun) return report;
+    const countDeletions = () => {
+      report.packsDeleted = toDelete.size;
+      report.bytesFreed = [...toDelete].reduce((n, p) => n + (stored.get(p)?.size ?? 0), 0);
+      report.packsKept = stored.size - toDelete.size;
+    };
+    if (opts.dryRun) {
+      // As if every copy of the repack succeeds.
+      supersede(copying);
+      countDeletions();
+      return report;
+    }
     if (reindexed.length) {
       await lock.check();
       await repo.writeIndex(reindexed);
     }
+
+    let copied = new Set<string>();
+    if (sparse.length) {
+      await lock.check();
+      const repacked = await repack(repo, sparse, (id) => referenced.has(id) && !staying.has(id));
+      copied = repacked.copied;
+      report.packsRepacked = repacked.packs.length;
+      report.bytesRepacked = repacked.bytes;
+      report.packsNotRepacked = sparse.length - repacked.packs.length;
+      // Marked only now that every block they hold for a restore point is in an indexed pack.
+      toMark.push(...repacked.packs);
+      report.packsMarked = toMark.length;
+    }
+    supersede(copied);
+    countDeletions();
 
     if (toMark.length) {
       const name = randomBytes(16).toString('hex');
@@ -253,4 +335,51 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
   } finally {
     await lock.release();
   }
+}
+
+/**
+ * Copies the blocks of the sparse packs that `needed` says must be copied into new packs, each
+ * once, sealed as they are (a blob's seal binds its block ID, not where it is stored), and uploads
+ * and indexes those. A pack one of whose blocks does not authenticate is left out whole: it is not
+ * marked, its blocks stay where they are, and a later sparse pack holding the same block copies
+ * it instead. Returns the packs whose needed blocks are all in indexed packs now, the blocks
+ * copied and their bytes.
+ */
+async function repack(repo: Repository, sparse: IndexFile['packs'], needed: (id: string) => boolean): Promise<{ packs: string[]; bytes: number; copied: Set<string> }> {
+  const maxBlob = sparse.reduce((m, p) => p.blobs.reduce((n, [, , length]) => Math.max(n, length), m), 0);
+  const buf = Buffer.allocUnsafe(packCapacity(repo.config.packSize, maxBlob));
+  let builder = new PackBuilder(repo.key.encryption, buf, repo.config.packSize);
+  const written: Array<{ id: string; size: number; entries: PackEntry[] }> = [];
+  const flush = async () => {
+    const built = builder.finish();
+    const problem = checkBuiltPack(repo.key.encryption, built);
+    if (problem) throw new CorruptObjectError(packKey(built.id), `failed its check before upload (${problem}); nothing was uploaded`);
+    await repo.store.put(packKey(built.id), built.bytes);
+    written.push({ id: built.id, size: built.bytes.length, entries: built.entries });
+    builder = new PackBuilder(repo.key.encryption, buf, repo.config.packSize);
+  };
+  const done: string[] = [];
+  const copied = new Set<string>();
+  let bytes = 0;
+  for (const p of sparse) {
+    const blobs = p.blobs.filter(([id]) => needed(id) && !copied.has(id));
+    let sealed: Array<{ hex: string; id: Buffer; blob: Uint8Array; length: number; rawLength: number }> = [];
+    if (blobs.length) {
+      const pack = await repo.store.get(packKey(p.id));
+      sealed = blobs.map(([hex, offset, length, rawLength]) => ({ hex, id: Buffer.from(hex, 'hex'), blob: pack.subarray(offset, offset + length), length, rawLength }));
+      // Every blob first: a damaged one (cut short, or not authenticating as its block) leaves
+      // its pack as it is, and nothing of it is copied.
+      if (sealed.some((b) => b.blob.length !== b.length || !open(repo.key.encryption, b.blob, blockAad(b.id)))) continue;
+    }
+    for (const b of sealed) {
+      builder.add(b.id, b.blob, b.rawLength);
+      copied.add(b.hex);
+      bytes += b.length;
+      if (builder.full) await flush();
+    }
+    done.push(p.id);
+  }
+  if (builder.count) await flush();
+  if (written.length) await repo.writeIndex(written);
+  return { packs: done, bytes, copied };
 }

@@ -89,6 +89,13 @@ test('errors a user can hit say what is wrong and exit non-zero', async () => {
     assert.equal(await runWorkerCli(['backup', '--repo', 'file:repo', '--disk', 'root=disk.img'], usage), 2);
     assert.match(usage.err, /backup needs --vm ID/);
 
+    const share = io(dir);
+    assert.equal(await runWorkerCli(['prune', '--repo', 'file:repo', '--repack-below', '50%'], share), 2);
+    assert.match(share.err, /--repack-below takes a share of a pack from 0 \(never repack\) to 1, such as 0\.5/);
+    const dry = io(dir);
+    assert.equal(await runWorkerCli(['prune', '--repo', 'file:repo', '--repack-below', '0.3', '--dry-run', '--json'], dry), 0);
+    assert.equal(JSON.parse(dry.out).packsRepacked, 0, 'a young repository has nothing to repack');
+
     // A typo or a flag in the command's place is named as such, even with no repository set.
     const typo = io(dir, { TENDER_REPOSITORY: '' });
     assert.equal(await runWorkerCli(['--version'], typo), 2);

@@ -22,6 +22,7 @@ import { withFaults, SimulatedCrashError } from '../../shared/core/store-wrapper
 import type { ObjectStore } from '../../shared/ports/object-store.js';
 import { tempDirs } from '../support/temp-dirs.js';
 import { aadFor, seal } from '../../worker/crypto.js';
+import { mapGet, packKey } from '../../worker/format.js';
 import { AccessDeniedError, CorruptObjectError, LockedError, NotFoundError, WrongPassphraseError } from '../../shared/core/errors.js';
 
 const BS = 64 * 1024;
@@ -302,6 +303,98 @@ test('prune frees what forgotten restore points alone used, in two phases, and n
   const reopened = await openRepository(store, PASS, { threads: 2 });
   assert.equal((await verifyRepository(reopened, { readData: true })).ok, true);
   await reopened.close();
+  await repo.close();
+});
+
+/** An image of random (incompressible) blocks; with `base`, every `keepEvery`-th block is base's, unchanged. */
+function randomImage(blocks: number, base?: Buffer, keepEvery = 0): Buffer {
+  const out = randomBytes(blocks * BS);
+  if (base) for (let i = 0; i < blocks; i += keepEvery) base.copy(out, i * BS, i * BS, (i + 1) * BS);
+  return out;
+}
+const dataBytes = (store: ReturnType<typeof createMemoryStore>) => [...store.objects].filter(([k]) => k.startsWith('data/')).reduce((n, [, o]) => n + o.data.length, 0);
+
+test('prune repacks packs that restore points need only a little of: the space of forgotten blocks comes back, the rest restores exactly', async () => {
+  // Prepare: v2 keeps every sixth of v1's 24 blocks; forgetting v1 leaves each of its packs (about
+  // four blocks each) needed for one block at most.
+  const dir = await tempDir();
+  let now = new Date('2026-01-01T00:00:00Z');
+  const clock = () => now;
+  const day = 24 * 3600 * 1000;
+  const v1 = randomImage(24);
+  const v2 = randomImage(24, v1, 6);
+  await writeFile(join(dir, 'v1.img'), v1);
+  await writeFile(join(dir, 'v2.img'), v2);
+  const run = async (repackBelow: number | undefined) => {
+    const store = createMemoryStore(clock);
+    const repo = await initRepository(store, PASS, { ...FAST, now: clock });
+    const r1 = await backupImage(repo, join(dir, 'v1.img'));
+    const r2 = await backupImage(repo, join(dir, 'v2.img'));
+    await forgetRestorePoints(repo, [r1.restorePointId]);
+    now = new Date(now.getTime() + 2 * day);
+    const first = await pruneRepository(repo, repackBelow === undefined ? {} : { repackBelow });
+    now = new Date(now.getTime() + 2 * day);
+    const second = await pruneRepository(repo, repackBelow === undefined ? {} : { repackBelow });
+    return { store, repo, r2, first, second };
+  };
+  // What v2 alone takes in a repository of its own.
+  const alone = createMemoryStore(clock);
+  const aloneRepo = await initRepository(alone, PASS, { ...FAST, now: clock });
+  await backupImage(aloneRepo, join(dir, 'v2.img'));
+  await aloneRepo.close();
+
+  // Act
+  const repacking = await run(undefined);
+  const keeping = await run(0);
+
+  // Assess: with the default, the old packs were repacked at the first prune and freed at the second.
+  assert.ok(repacking.first.packsRepacked > 0, 'v1\'s packs were repacked');
+  assert.ok(repacking.first.bytesRepacked >= 4 * BS && repacking.first.bytesRepacked < 6 * BS, `copied ${repacking.first.bytesRepacked} bytes for the 4 blocks v2 kept`);
+  assert.equal(repacking.first.packsDeleted, 0, 'the first prune only marks');
+  assert.ok(repacking.second.packsDeleted >= repacking.first.packsRepacked);
+  assert.ok(dataBytes(repacking.store) < dataBytes(alone) * 1.1, `${dataBytes(repacking.store)} bytes of packs left, v2 alone takes ${dataBytes(alone)}`);
+  assert.equal(sha(await restoreToBuffer(repacking.repo, repacking.r2.restorePointId, 'root', dir)), sha(v2));
+  const reopened = await openRepository(repacking.store, PASS, { threads: 2 });
+  assert.equal((await verifyRepository(reopened, { readData: true })).ok, true);
+  assert.equal(sha(await restoreToBuffer(reopened, repacking.r2.restorePointId, 'root', dir)), sha(v2), 'from a fresh open (the index on disk)');
+  await reopened.close();
+  // …and without repacking, v1's packs stay for the 4 blocks.
+  assert.equal(keeping.first.packsRepacked, 0);
+  // (each of v1's packs that v2 needs one block of keeps its three others)
+  assert.ok(dataBytes(keeping.store) - dataBytes(repacking.store) >= 6 * BS, `${dataBytes(keeping.store)} bytes of packs left without repacking, ${dataBytes(repacking.store)} with`);
+  await Promise.all([repacking.repo.close(), keeping.repo.close()]);
+});
+
+test('a pack due for a repack with a block that does not authenticate is left whole, and the rest of the repository is still repacked', async () => {
+  // Prepare
+  const dir = await tempDir();
+  let now = new Date('2026-01-01T00:00:00Z');
+  const clock = () => now;
+  const day = 24 * 3600 * 1000;
+  const v1 = randomImage(24);
+  const v2 = randomImage(24, v1, 6);
+  await writeFile(join(dir, 'v1.img'), v1);
+  await writeFile(join(dir, 'v2.img'), v2);
+  const store = createMemoryStore(clock);
+  const repo = await initRepository(store, PASS, { ...FAST, now: clock });
+  const r1 = await backupImage(repo, join(dir, 'v1.img'));
+  await backupImage(repo, join(dir, 'v2.img'));
+  await forgetRestorePoints(repo, [r1.restorePointId]);
+  // The pack holding v2's first block (one v1 wrote): flip a byte of that block's blob.
+  const manifest = (await listRestorePoints(repo)).at(-1)!;
+  const map = await repo.readBlockMap((await repo.readManifest(manifest.id)).disks[0]!.map, 24);
+  const loc = repo.index.get(mapGet(map, 0))!;
+  const damagedPack = packKey(loc.pack);
+  store.objects.get(damagedPack)!.data[loc.offset + 20]! ^= 0xff;
+  now = new Date(now.getTime() + 2 * day);
+  // Act
+  const first = await pruneRepository(repo);
+  now = new Date(now.getTime() + 2 * day);
+  await pruneRepository(repo);
+  // Assess
+  assert.equal(first.packsNotRepacked, 1);
+  assert.ok(first.packsRepacked >= 1, 'the other sparse packs were repacked');
+  assert.ok(store.objects.has(damagedPack), 'the damaged pack is left as it is, for verify to name');
   await repo.close();
 });
 
