@@ -365,6 +365,60 @@ test('prune repacks packs that restore points need only a little of: the space o
   await Promise.all([repacking.repo.close(), keeping.repo.close()]);
 });
 
+test('a prune killed at any write of its repack leaves a valid repository; later prunes finish the job and the newer disk restores exactly', async () => {
+  // Prepare
+  const dir = await tempDir();
+  const day = 24 * 3600 * 1000;
+  const v1 = randomImage(24);
+  const v2 = randomImage(24, v1, 6);
+  await writeFile(join(dir, 'v1.img'), v1);
+  await writeFile(join(dir, 'v2.img'), v2);
+  /** A repository holding v2, with v1 forgotten: v1's packs are due for a repack. */
+  const setUp = async () => {
+    let now = new Date('2026-01-01T00:00:00Z');
+    const clock = { now: () => now, advance: (ms: number) => (now = new Date(now.getTime() + ms)) };
+    const inner = createMemoryStore(clock.now);
+    const repo = await initRepository(inner, PASS, { ...FAST, now: clock.now });
+    const r1 = await backupImage(repo, join(dir, 'v1.img'));
+    const r2 = await backupImage(repo, join(dir, 'v2.img'));
+    await forgetRestorePoints(repo, [r1.restorePointId]);
+    await repo.close();
+    clock.advance(2 * day);
+    return { inner, clock, r2 };
+  };
+  const isWrite = (method: string) => method === 'put' || method === 'putIfAbsent' || method === 'delete';
+  // How many writes a prune that is not killed makes (its lock's included).
+  const clean = await setUp();
+  let writes = 0;
+  const counting = withFaults(clean.inner, ({ method }) => (isWrite(method) && writes++ < 0 ? { method, error: 'crash' } : undefined));
+  const counted = await openRepository(counting, PASS, { ...FAST, now: clean.clock.now });
+  assert.ok((await pruneRepository(counted)).packsRepacked > 0);
+  await counted.close();
+  assert.ok(writes >= 4, `${writes} writes`);
+
+  for (let crashAt = 0; crashAt < writes; crashAt++) {
+    const { inner, clock, r2 } = await setUp();
+    let seen = 0;
+    const faulty = withFaults(inner, ({ method }) => (isWrite(method) && seen++ === crashAt ? { method, error: 'crash' } : undefined));
+    const repo = await openRepository(faulty, PASS, { ...FAST, now: clock.now });
+    // Act
+    await assert.rejects(pruneRepository(repo), SimulatedCrashError, `killed at write ${crashAt}`);
+    await repo.close();
+    // Assess: valid at once, and after the prunes that follow (the crashed one's lock has expired by then)
+    const after = await openRepository(inner, PASS, { ...FAST, now: clock.now });
+    const check = await verifyRepository(after, { readData: true });
+    assert.equal(check.ok, true, `killed at write ${crashAt}: ${JSON.stringify(check.problems)}`);
+    for (let i = 0; i < 3; i++) {
+      clock.advance(2 * day);
+      await pruneRepository(after);
+    }
+    assert.equal(sha(await restoreToBuffer(after, r2.restorePointId, 'root', dir)), sha(v2), `killed at write ${crashAt}`);
+    assert.equal((await verifyRepository(after, { readData: true })).ok, true, `killed at write ${crashAt}, after the prunes`);
+    assert.ok(dataBytes(inner) < 24 * BS * 1.4, `killed at write ${crashAt}: ${dataBytes(inner)} bytes of packs for a 24-block disk`);
+    await after.close();
+  }
+});
+
 test('a pack due for a repack with a block that does not authenticate is left whole, and the rest of the repository is still repacked', async () => {
   // Prepare
   const dir = await tempDir();
