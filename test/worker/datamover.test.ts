@@ -314,32 +314,44 @@ function randomImage(blocks: number, base?: Buffer, keepEvery = 0): Buffer {
 }
 const dataBytes = (store: ReturnType<typeof createMemoryStore>) => [...store.objects].filter(([k]) => k.startsWith('data/')).reduce((n, [, o]) => n + o.data.length, 0);
 
-test('prune repacks packs that restore points need only a little of: the space of forgotten blocks comes back, the rest restores exactly', async () => {
-  // Prepare: v2 keeps every sixth of v1's 24 blocks; forgetting v1 leaves each of its packs (about
-  // four blocks each) needed for one block at most.
+const DAY = 24 * 3600 * 1000;
+
+/** v1, 24 random blocks, and v2, which keeps every sixth of them: forgetting v1 leaves each of its packs (about four blocks each) needed for one block at most. */
+async function twoVersions() {
   const dir = await tempDir();
-  let now = new Date('2026-01-01T00:00:00Z');
-  const clock = () => now;
-  const day = 24 * 3600 * 1000;
   const v1 = randomImage(24);
   const v2 = randomImage(24, v1, 6);
   await writeFile(join(dir, 'v1.img'), v1);
   await writeFile(join(dir, 'v2.img'), v2);
+  return { dir, v2 };
+}
+
+/** A repository holding v2's restore point, v1's forgotten, two days on: v1's packs are due for a repack. */
+async function withV1Forgotten(dir: string) {
+  let now = new Date('2026-01-01T00:00:00Z');
+  const clock = { now: () => now, advance: (ms: number) => (now = new Date(now.getTime() + ms)) };
+  const store = createMemoryStore(clock.now);
+  const repo = await initRepository(store, PASS, { ...FAST, now: clock.now });
+  const r1 = await backupImage(repo, join(dir, 'v1.img'));
+  const r2 = await backupImage(repo, join(dir, 'v2.img'));
+  await forgetRestorePoints(repo, [r1.restorePointId]);
+  clock.advance(2 * DAY);
+  return { store, repo, clock, r2 };
+}
+
+test('prune repacks packs that restore points need only a little of: the space of forgotten blocks comes back, the rest restores exactly', async () => {
+  // Prepare
+  const { dir, v2 } = await twoVersions();
   const run = async (repackBelow: number | undefined) => {
-    const store = createMemoryStore(clock);
-    const repo = await initRepository(store, PASS, { ...FAST, now: clock });
-    const r1 = await backupImage(repo, join(dir, 'v1.img'));
-    const r2 = await backupImage(repo, join(dir, 'v2.img'));
-    await forgetRestorePoints(repo, [r1.restorePointId]);
-    now = new Date(now.getTime() + 2 * day);
-    const first = await pruneRepository(repo, repackBelow === undefined ? {} : { repackBelow });
-    now = new Date(now.getTime() + 2 * day);
-    const second = await pruneRepository(repo, repackBelow === undefined ? {} : { repackBelow });
-    return { store, repo, r2, first, second };
+    const r = await withV1Forgotten(dir);
+    const first = await pruneRepository(r.repo, repackBelow === undefined ? {} : { repackBelow });
+    r.clock.advance(2 * DAY);
+    const second = await pruneRepository(r.repo, repackBelow === undefined ? {} : { repackBelow });
+    return { ...r, first, second };
   };
   // What v2 alone takes in a repository of its own.
-  const alone = createMemoryStore(clock);
-  const aloneRepo = await initRepository(alone, PASS, { ...FAST, now: clock });
+  const alone = createMemoryStore();
+  const aloneRepo = await initRepository(alone, PASS, FAST);
   await backupImage(aloneRepo, join(dir, 'v2.img'));
   await aloneRepo.close();
 
@@ -358,92 +370,62 @@ test('prune repacks packs that restore points need only a little of: the space o
   assert.equal((await verifyRepository(reopened, { readData: true })).ok, true);
   assert.equal(sha(await restoreToBuffer(reopened, repacking.r2.restorePointId, 'root', dir)), sha(v2), 'from a fresh open (the index on disk)');
   await reopened.close();
-  // …and without repacking, v1's packs stay for the 4 blocks.
+  // …and without repacking, v1's packs stay for the 4 blocks (each keeps its three others).
   assert.equal(keeping.first.packsRepacked, 0);
-  // (each of v1's packs that v2 needs one block of keeps its three others)
   assert.ok(dataBytes(keeping.store) - dataBytes(repacking.store) >= 6 * BS, `${dataBytes(keeping.store)} bytes of packs left without repacking, ${dataBytes(repacking.store)} with`);
   await Promise.all([repacking.repo.close(), keeping.repo.close()]);
 });
 
 test('a prune killed at any write of its repack leaves a valid repository; later prunes finish the job and the newer disk restores exactly', async () => {
   // Prepare
-  const dir = await tempDir();
-  const day = 24 * 3600 * 1000;
-  const v1 = randomImage(24);
-  const v2 = randomImage(24, v1, 6);
-  await writeFile(join(dir, 'v1.img'), v1);
-  await writeFile(join(dir, 'v2.img'), v2);
-  /** A repository holding v2, with v1 forgotten: v1's packs are due for a repack. */
-  const setUp = async () => {
-    let now = new Date('2026-01-01T00:00:00Z');
-    const clock = { now: () => now, advance: (ms: number) => (now = new Date(now.getTime() + ms)) };
-    const inner = createMemoryStore(clock.now);
-    const repo = await initRepository(inner, PASS, { ...FAST, now: clock.now });
-    const r1 = await backupImage(repo, join(dir, 'v1.img'));
-    const r2 = await backupImage(repo, join(dir, 'v2.img'));
-    await forgetRestorePoints(repo, [r1.restorePointId]);
-    await repo.close();
-    clock.advance(2 * day);
-    return { inner, clock, r2 };
-  };
+  const { dir, v2 } = await twoVersions();
   const isWrite = (method: string) => method === 'put' || method === 'putIfAbsent' || method === 'delete';
   // How many writes a prune that is not killed makes (its lock's included).
-  const clean = await setUp();
+  const clean = await withV1Forgotten(dir);
+  await clean.repo.close();
   let writes = 0;
-  const counting = withFaults(clean.inner, ({ method }) => (isWrite(method) && writes++ < 0 ? { method, error: 'crash' } : undefined));
+  const counting = withFaults(clean.store, ({ method }) => (isWrite(method) && writes++ < 0 ? { method, error: 'crash' } : undefined));
   const counted = await openRepository(counting, PASS, { ...FAST, now: clean.clock.now });
   assert.ok((await pruneRepository(counted)).packsRepacked > 0);
   await counted.close();
   assert.ok(writes >= 4, `${writes} writes`);
 
   for (let crashAt = 0; crashAt < writes; crashAt++) {
-    const { inner, clock, r2 } = await setUp();
+    const { store, repo: setUpRepo, clock, r2 } = await withV1Forgotten(dir);
+    await setUpRepo.close();
     let seen = 0;
-    const faulty = withFaults(inner, ({ method }) => (isWrite(method) && seen++ === crashAt ? { method, error: 'crash' } : undefined));
+    const faulty = withFaults(store, ({ method }) => (isWrite(method) && seen++ === crashAt ? { method, error: 'crash' } : undefined));
     const repo = await openRepository(faulty, PASS, { ...FAST, now: clock.now });
     // Act
     await assert.rejects(pruneRepository(repo), SimulatedCrashError, `killed at write ${crashAt}`);
     await repo.close();
     // Assess: valid at once, and after the prunes that follow (the crashed one's lock has expired by then)
-    const after = await openRepository(inner, PASS, { ...FAST, now: clock.now });
+    const after = await openRepository(store, PASS, { ...FAST, now: clock.now });
     const check = await verifyRepository(after, { readData: true });
     assert.equal(check.ok, true, `killed at write ${crashAt}: ${JSON.stringify(check.problems)}`);
     for (let i = 0; i < 3; i++) {
-      clock.advance(2 * day);
+      clock.advance(2 * DAY);
       await pruneRepository(after);
     }
     assert.equal(sha(await restoreToBuffer(after, r2.restorePointId, 'root', dir)), sha(v2), `killed at write ${crashAt}`);
     assert.equal((await verifyRepository(after, { readData: true })).ok, true, `killed at write ${crashAt}, after the prunes`);
-    assert.ok(dataBytes(inner) < 24 * BS * 1.4, `killed at write ${crashAt}: ${dataBytes(inner)} bytes of packs for a 24-block disk`);
+    assert.ok(dataBytes(store) < 24 * BS * 1.4, `killed at write ${crashAt}: ${dataBytes(store)} bytes of packs for a 24-block disk`);
     await after.close();
   }
 });
 
 test('a pack due for a repack with a block that does not authenticate is left whole, and the rest of the repository is still repacked', async () => {
   // Prepare
-  const dir = await tempDir();
-  let now = new Date('2026-01-01T00:00:00Z');
-  const clock = () => now;
-  const day = 24 * 3600 * 1000;
-  const v1 = randomImage(24);
-  const v2 = randomImage(24, v1, 6);
-  await writeFile(join(dir, 'v1.img'), v1);
-  await writeFile(join(dir, 'v2.img'), v2);
-  const store = createMemoryStore(clock);
-  const repo = await initRepository(store, PASS, { ...FAST, now: clock });
-  const r1 = await backupImage(repo, join(dir, 'v1.img'));
-  await backupImage(repo, join(dir, 'v2.img'));
-  await forgetRestorePoints(repo, [r1.restorePointId]);
+  const { dir } = await twoVersions();
+  const { store, repo, clock, r2 } = await withV1Forgotten(dir);
   // The pack holding v2's first block (one v1 wrote): flip a byte of that block's blob.
-  const manifest = (await listRestorePoints(repo)).at(-1)!;
-  const map = await repo.readBlockMap((await repo.readManifest(manifest.id)).disks[0]!.map, 24);
+  const map = await repo.readBlockMap((await repo.readManifest(r2.restorePointId)).disks[0]!.map, 24);
   const loc = repo.index.get(mapGet(map, 0))!;
   const damagedPack = packKey(loc.pack);
   store.objects.get(damagedPack)!.data[loc.offset + 20]! ^= 0xff;
-  now = new Date(now.getTime() + 2 * day);
   // Act
   const first = await pruneRepository(repo);
-  now = new Date(now.getTime() + 2 * day);
+  clock.advance(2 * DAY);
   await pruneRepository(repo);
   // Assess
   assert.equal(first.packsNotRepacked, 1);
