@@ -334,8 +334,8 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
         return 0;
       }
       default:
-        io.stderr(`tender-worker: unknown command "${command}"\n\n${HELP}`);
-        return 2;
+        // COMMANDS, checked above, names only commands handled here.
+        throw new Error(`tender-worker: command "${command}" is listed but not handled`);
     }
   } catch (e) {
     const err = toError(e);

@@ -3,10 +3,11 @@
 // One master key per repository: 32 bytes for AES-256-GCM and 32 bytes for the
 // keyed block ID (keyed BLAKE3 in format 2, HMAC-SHA-256 in format 1). It is
 // never stored in the clear: each `keys/<id>` object wraps it under a key
-// derived from a passphrase (scrypt) or under a cloud KMS key. Every object the repository writes is sealed with the
-// master key; the AAD binds a sealed blob to what it claims to be (its block ID,
-// or the kind and name of a metadata object), so a blob moved, swapped or
-// replayed under another name fails authentication.
+// derived from a passphrase (scrypt) or under a cloud KMS key. Every object the
+// repository writes is sealed with the master key; the AAD binds a sealed blob
+// to what it claims to be (its block ID, or the kind and name of a metadata
+// object), so a blob moved, swapped or replayed under another name fails
+// authentication.
 
 import { createCipheriv, createDecipheriv, randomBytes, scrypt as scryptCb } from 'node:crypto';
 import { WrongPassphraseError } from '../shared/core/errors.js';
@@ -67,11 +68,12 @@ export function open(encKey: Buffer, sealed: Uint8Array, aad: Uint8Array): Buffe
   }
 }
 
+const BLOCK_AAD_PREFIX = Buffer.from('tender-v1:block:', 'utf8');
+
 /** A block blob's associated data: the block's ID, so a blob opens only as the block it was sealed as (the codec threads make the same, worker/codec-pool.ts). */
 export function blockAad(id: Uint8Array): Buffer {
   return Buffer.concat([BLOCK_AAD_PREFIX, id]);
 }
-const BLOCK_AAD_PREFIX = Buffer.from('tender-v1:block:', 'utf8');
 
 export function aadFor(kind: string, name: string): Buffer {
   return Buffer.from(`tender-v1:${kind}:${name}`, 'utf8');

@@ -27,6 +27,7 @@ import { CorruptObjectError, LockedError, NotFoundError, ValidationError } from 
 import { mapLimit, type DamagedObject, type DeletionRecord, type Repository } from './repository.js';
 import { PackBuilder, blockCount, checkBuiltPack, isZeroId, mapGet, packCapacity, packIdFromKey, packKey, type BlobLocation, type IndexFile, type PackEntry } from './format.js';
 import { blockAad, open } from './crypto.js';
+import { alignedBuffer } from '../shared/local/direct-io.js';
 import { BlockIndex } from './block-index.js';
 import { readAllManifests } from './restore-points.js';
 
@@ -347,7 +348,8 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
  */
 async function repack(repo: Repository, sparse: IndexFile['packs'], needed: (id: string) => boolean): Promise<{ packs: string[]; bytes: number; copied: Set<string> }> {
   const maxBlob = sparse.reduce((m, p) => p.blobs.reduce((n, [, , length]) => Math.max(n, length), m), 0);
-  const buf = Buffer.allocUnsafe(packCapacity(repo.config.packSize, maxBlob));
+  // Page-aligned, as a backup's pack buffers are: a folder repository writes packs with direct I/O.
+  const buf = alignedBuffer(packCapacity(repo.config.packSize, maxBlob));
   let builder = new PackBuilder(repo.key.encryption, buf, repo.config.packSize);
   const written: Array<{ id: string; size: number; entries: PackEntry[] }> = [];
   const flush = async () => {
