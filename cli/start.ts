@@ -14,7 +14,7 @@ import { loadConfig } from '../shared/local/load-config.js';
 import { runLocalBackup, type LocalRunOptions, type RunSummary } from '../shared/local/runner.js';
 import { formatBytes } from '../shared/local/progress-view.js';
 import { PROJECT_ROOT } from '../shared/local/worker-bundle.js';
-import { main as tender } from './tender.js';
+import { main as tender, pruneLine } from './tender.js';
 import { sha256OfFile } from '../worker/restore.js';
 
 const run = promisify(execFile);
@@ -178,6 +178,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const t1 = totals(first);
   const t2 = totals(second);
   out(`  read ${formatBytes(t1.read)} in the full run, ${formatBytes(t2.read)} in the incremental one; stored ${formatBytes(t1.stored)}, then ${formatBytes(t2.stored)}\n`);
+  // After retention, each run prunes the repository (what a scheduled run does too).
+  if ('error' in second.retention) throw new Error(`the second demo run's retention failed: ${second.retention.error.name}: ${second.retention.error.message}`);
+  if (second.retention.maintenance) out(`  ${pruneLine(second.retention.maintenance)}`);
 
   out(`\n4/5 Restore points in ${loaded.config.policies[0]!.repository.url}\n`);
   await tender(['restore-points', '--config', configPath], { stdout: out, stderr: out, cwd: opts.dir, env: process.env });

@@ -9,6 +9,7 @@ import { findPolicy, type Policy } from '../shared/core/config.js';
 import { createJsonLogger, silentLogger } from '../shared/core/logger.js';
 import { loadConfig, type LoadedConfig } from '../shared/local/load-config.js';
 import { runLocalBackup } from '../shared/local/runner.js';
+import type { ApplyRetentionOutput } from '../functions/apply-retention/schema.js';
 import { formatBytes } from '../shared/local/progress-view.js';
 import { openStoreFromUrl } from '../worker/store-from-url.js';
 import { openRepository } from '../worker/repository.js';
@@ -140,11 +141,25 @@ async function backupCommand(argv: string[], io: TenderIo): Promise<number> {
   else {
     const ret = summary.retention;
     if ('error' in ret) io.stdout(`Retention failed: ${ret.error.name}: ${ret.error.message}\n`);
-    else io.stdout(`Retention: kept ${ret.kept.length} restore point(s), removed ${ret.removed.length}${ret.snapshotSetsDeleted.length ? `, deleted ${ret.snapshotSetsDeleted.length} old snapshot set(s)` : ''}\n`);
+    else {
+      io.stdout(`Retention: kept ${ret.kept.length} restore point(s), removed ${ret.removed.length}${ret.snapshotSetsDeleted.length ? `, deleted ${ret.snapshotSetsDeleted.length} old snapshot set(s)` : ''}\n`);
+      if (ret.maintenance) io.stdout(pruneLine(ret.maintenance));
+    }
     const failed = summary.vms.filter((v) => v.outcome === 'failed');
     io.stdout(failed.length === 0 ? `Run ${summary.runId}: all ${summary.vms.length} VM(s) backed up.\n` : `Run ${summary.runId}: ${failed.length} of ${summary.vms.length} VM(s) failed (cleaned up).\n`);
   }
   return summary.ok ? 0 : 1;
+}
+
+/** The run's prune, as `tender backup` prints it. */
+export function pruneLine(m: NonNullable<ApplyRetentionOutput['maintenance']>): string {
+  if (m.status === 'skipped') return `Prune skipped: ${m.reason}\n`;
+  const parts = [`freed ${formatBytes(m.bytesFreed)} (${m.packsDeleted} pack(s))`];
+  if (m.packsMarked) parts.push(`marked ${m.packsMarked} pack(s), freed by a run at least 24 h from now`);
+  if (m.packsRepacked) parts.push(`repacked ${m.packsRepacked} (${formatBytes(m.bytesRepacked)} of blocks still needed copied)`);
+  if (m.packsLeftForLater) parts.push(`${m.packsLeftForLater} sparse pack(s) left for the next run (maintenance.maxRepackMiB)`);
+  if (m.packsNotRepacked) parts.push(`${m.packsNotRepacked} pack(s) not repacked: a block in them does not authenticate — run \`tender-worker verify --read-data\``);
+  return `Prune: ${parts.join('; ')}\n`;
 }
 
 export function restorePointsTable(points: RestorePointSummary[]): string {

@@ -37,7 +37,8 @@ Usage:
   tender-worker ls       --repo URL [--vm ID] [--json]
   tender-worker verify   --repo URL [--read-data | --read-data-subset PERCENT%] [--json]
   tender-worker forget   --repo URL RESTORE_POINT_ID…
-  tender-worker prune    --repo URL [--dry-run] [--safety-margin-hours H] [--repack-below SHARE] [--json]
+  tender-worker prune    --repo URL [--dry-run] [--safety-margin-hours H] [--repack-below SHARE]
+                         [--max-repack-mib N] [--json]
   tender-worker key add  --repo URL (--new-passphrase-file FILE | --new-kms-key-id KEY | --new-key-vault-key-id URL)
 
 Repository URL: file:/abs/path, file:relative/path, s3://bucket/prefix, azblob://account/container/prefix
@@ -57,6 +58,8 @@ Restore writes IMAGE.partial and renames it to the target when complete; --sync 
 Prune deletes, in two runs at least the safety margin apart (default 24 h), packs no restore point
   needs. A pack restore points need less than SHARE of (default 0.5; 0 never repacks) is repacked:
   the blocks they need are copied into new packs and the old pack is freed like an unneeded one.
+  --max-repack-mib N copies at most N MiB of blocks in one prune, the sparsest packs first; the
+  others wait for the next prune (the pipelines prune after retention this way).
 
 Exit codes: 0 done, 1 failed (the message says why and what to do), 2 bad arguments. ls lists
   what it can read and exits 1 when a restore point cannot be read (named on stderr); forget
@@ -189,6 +192,7 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
         'dry-run': { type: 'boolean' },
         'safety-margin-hours': { type: 'string' },
         'repack-below': { type: 'string' },
+        'max-repack-mib': { type: 'string' },
         threads: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -327,10 +331,18 @@ export async function runWorkerCli(argv: string[], io: CliIo): Promise<number> {
         if (hours !== undefined && !(hours >= 0)) throw new UsageError('--safety-margin-hours takes a number of hours ≥ 0');
         const repackBelow = v['repack-below'] !== undefined ? Number(v['repack-below']) : undefined;
         if (repackBelow !== undefined && !(repackBelow >= 0 && repackBelow <= 1)) throw new UsageError('--repack-below takes a share of a pack from 0 (never repack) to 1, such as 0.5');
-        const report = await pruneRepository(repo, { dryRun: !!v['dry-run'], safetyMarginMs: hours === undefined ? DEFAULT_SAFETY_MARGIN_MS : hours * 3600_000, ...(repackBelow !== undefined ? { repackBelow } : {}) });
+        const maxMib = v['max-repack-mib'] !== undefined ? Number(v['max-repack-mib']) : undefined;
+        if (maxMib !== undefined && !(Number.isInteger(maxMib) && maxMib >= 0)) throw new UsageError('--max-repack-mib takes a whole number of MiB ≥ 0, such as 2048 (0 repacks nothing)');
+        const report = await pruneRepository(repo, {
+          dryRun: !!v['dry-run'],
+          safetyMarginMs: hours === undefined ? DEFAULT_SAFETY_MARGIN_MS : hours * 3600_000,
+          ...(repackBelow !== undefined ? { repackBelow } : {}),
+          ...(maxMib !== undefined ? { maxRepackBytes: maxMib * 1024 * 1024 } : {}),
+        });
         const repacked = report.packsRepacked ? ` (${report.packsRepacked} of them repacked: ${fmtBytes(report.bytesRepacked)} of blocks still needed copied into new packs)` : '';
         const notRepacked = report.packsNotRepacked ? `; ${report.packsNotRepacked} pack(s) left as they are: a block in them does not authenticate — run \`tender-worker verify --read-data\`` : '';
-        out(report, `${report.dryRun ? '(dry run) ' : ''}deleted ${report.packsDeleted} packs (${fmtBytes(report.bytesFreed)}), marked ${report.packsMarked} for deletion at a later prune${repacked}, kept ${report.packsKept}${notRepacked}\n`);
+        const later = report.packsLeftForLater ? `; ${report.packsLeftForLater} sparse pack(s) left for the next prune (--max-repack-mib)` : '';
+        out(report, `${report.dryRun ? '(dry run) ' : ''}deleted ${report.packsDeleted} packs (${fmtBytes(report.bytesFreed)}), marked ${report.packsMarked} for deletion at a later prune${repacked}, kept ${report.packsKept}${notRepacked}${later}\n`);
         return 0;
       }
       default:

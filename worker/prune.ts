@@ -100,6 +100,12 @@ export interface PruneOptions {
   owner?: string;
   /** Repack a pack whose needed blocks take less than this share of it (0 to 1; default 0.5; 0 never repacks). */
   repackBelow?: number;
+  /**
+   * At most this many bytes of blocks copied by one prune (default: no limit), or one pack's when
+   * that pack alone needs more. The sparsest packs go first, where a copied byte gives the most
+   * space back; the others wait for a later prune. 0 copies nothing.
+   */
+  maxRepackBytes?: number;
 }
 
 export interface PruneReport {
@@ -113,6 +119,8 @@ export interface PruneReport {
   bytesRepacked: number;
   /** Packs due for a repack left as they are because a block in them does not authenticate (`verify --read-data` names it). */
   packsNotRepacked: number;
+  /** Packs due for a repack left for a later prune: repacking them too would copy more than `maxRepackBytes`. */
+  packsLeftForLater: number;
   packsKept: number;
   indexFilesReplaced: number;
   /** Packs no readable index named, found needed (or named only by a damaged index file) and indexed again. */
@@ -129,6 +137,8 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
   const margin = opts.safetyMarginMs ?? DEFAULT_SAFETY_MARGIN_MS;
   const repackBelow = opts.repackBelow ?? DEFAULT_REPACK_BELOW;
   if (!(repackBelow >= 0 && repackBelow <= 1)) throw new ValidationError(`repackBelow is a share of a pack, from 0 (never repack) to 1 (got ${repackBelow})`);
+  const maxRepackBytes = opts.maxRepackBytes ?? Infinity;
+  if (!(maxRepackBytes >= 0)) throw new ValidationError(`maxRepackBytes is a number of bytes, 0 or more (got ${opts.maxRepackBytes})`);
   const lock = await acquireExclusiveLock(repo, opts.owner ?? `prune@${process.pid}`);
   try {
     const now = repo.now().getTime();
@@ -204,14 +214,53 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
     const markedAlready = new Set(marks.flatMap((m) => m.record.packs));
     // Packs due for a repack: old, still needed, not marked, and mostly holding blocks nothing needs.
     const neededBytes = (p: IndexFile['packs'][number]) => p.blobs.reduce((n, [id, , length]) => n + (referenced.has(id) ? length : 0), 0);
-    const sparse = repackBelow > 0 ? [...indexed.values()].filter((p) => live.has(p.id) && stored.has(p.id) && old(p.id) && !markedAlready.has(p.id) && neededBytes(p) < repackBelow * p.size) : [];
-    const sparseIds = new Set(sparse.map((p) => p.id));
-    // Blocks in packs that stay whatever this prune does: stored, named by a readable index file,
-    // neither marked nor due for a repack. A needed block found here is not copied again.
-    const staying = new BlockIndex();
-    for (const p of indexed.values()) {
-      if (stored.has(p.id) && !markedAlready.has(p.id) && !sparseIds.has(p.id)) for (const [id] of p.blobs) staying.add(id, REFERENCED);
+    const due = repackBelow > 0 ? [...indexed.values()].filter((p) => live.has(p.id) && stored.has(p.id) && old(p.id) && !markedAlready.has(p.id) && neededBytes(p) < repackBelow * p.size) : [];
+    const dueIds = new Set(due.map((p) => p.id));
+    /** Blocks in packs that stay whatever this prune does: stored, named by a readable index file, neither marked nor in `moving`. */
+    const stayingBlocks = (moving: Set<string>) => {
+      const out = new BlockIndex();
+      for (const p of indexed.values()) {
+        if (stored.has(p.id) && !markedAlready.has(p.id) && !moving.has(p.id)) for (const [id] of p.blobs) out.add(id, REFERENCED);
+      }
+      return out;
+    };
+    /** The needed blocks of these packs that no staying pack holds, once each: what their repack copies. */
+    const toCopy = (packs: IndexFile['packs'], staying: BlockIndex) => {
+      const ids = new Set<string>();
+      let bytes = 0;
+      for (const p of packs) {
+        for (const [id, , length] of p.blobs) {
+          if (!referenced.has(id) || staying.has(id) || ids.has(id)) continue;
+          ids.add(id);
+          bytes += length;
+        }
+      }
+      return { ids, bytes };
+    };
+    // Under a cap on the bytes copied, the sparsest packs go first (the most space back per byte
+    // copied); one that does not fit waits for a later prune, and until then it is a pack that
+    // stays. The first pack is taken even when it alone needs more than the cap (but not under a
+    // cap of 0): otherwise it would wait for ever.
+    let sparse = due;
+    if (Number.isFinite(maxRepackBytes) && due.length) {
+      const ifAllMove = stayingBlocks(dueIds);
+      const share = new Map(due.map((p) => [p.id, neededBytes(p) / p.size]));
+      const order = [...due].sort((a, b) => share.get(a.id)! - share.get(b.id)! || a.id.localeCompare(b.id));
+      const taken = new Set<string>();
+      let bytes = 0;
+      sparse = [];
+      for (const p of order) {
+        let more = 0;
+        for (const [id, , length] of p.blobs) if (referenced.has(id) && !ifAllMove.has(id) && !taken.has(id)) more += length;
+        if (bytes + more > maxRepackBytes && !(sparse.length === 0 && maxRepackBytes > 0)) continue;
+        for (const [id] of p.blobs) if (referenced.has(id)) taken.add(id);
+        bytes += more;
+        sparse.push(p);
+      }
     }
+    const sparseIds = new Set(sparse.map((p) => p.id));
+    // A needed block found in a staying pack is not copied again.
+    const staying = stayingBlocks(sparseIds);
     // Phase 2 takes marked packs older than the margin: one no restore point needs goes now; one
     // that holds needed blocks goes once each is in a pack that stays (decided after the repack).
     const toDelete = new Set<string>();
@@ -227,17 +276,8 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
       doneMarks.push(key);
     }
     const toMark = unreferenced.filter((p) => !toDelete.has(p) && !markedAlready.has(p));
-    // The needed blocks of the sparse packs that no staying pack holds, once each: what the repack
-    // copies if every blob authenticates (the figure a dry run gives).
-    const copying = new Set<string>();
-    let bytesToCopy = 0;
-    for (const p of sparse) {
-      for (const [id, , length] of p.blobs) {
-        if (!referenced.has(id) || staying.has(id) || copying.has(id)) continue;
-        copying.add(id);
-        bytesToCopy += length;
-      }
-    }
+    // What the repack copies if every blob authenticates (the figure a dry run gives).
+    const { ids: copying, bytes: bytesToCopy } = toCopy(sparse, staying);
     /** Marked packs still needed whose needed blocks are all in staying packs or among those copied: they go. */
     const supersede = (copied: Set<string>) => {
       for (const pack of stillNeeded) {
@@ -254,6 +294,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
       packsRepacked: sparse.length,
       bytesRepacked: bytesToCopy,
       packsNotRepacked: 0,
+      packsLeftForLater: due.length - sparse.length,
       packsKept: 0,
       indexFilesReplaced: 0,
       packsReindexed: reindexed.length,

@@ -6,10 +6,11 @@ import type { Repository } from './repository.js';
 import { openOrNoteDamage, openRepository, type DamagedObject } from './repository.js';
 import type { Manifest, ManifestDisk } from './format.js';
 import type { ObjectStore } from '../shared/ports/object-store.js';
-import type { RepositoryRef, RestorePointInfo, RestorePoints } from '../shared/ports/restore-points.js';
+import type { PruneOutcome, RepositoryRef, RestorePointInfo, RestorePoints } from '../shared/ports/restore-points.js';
 import type { KeyRef } from '../shared/core/config.js';
 import type { RepositorySecret } from './crypto.js';
-import { CorruptObjectError, NotFoundError } from '../shared/core/errors.js';
+import { CorruptObjectError, LockedError, NotFoundError } from '../shared/core/errors.js';
+import { pruneRepository } from './prune.js';
 
 /** What the port promises (RestorePointInfo), plus what the CLI shows. */
 export interface RestorePointSummary extends RestorePointInfo {
@@ -122,6 +123,30 @@ export function createRestorePointsPort(opts: {
           await forgetRestorePoints(repo, ids);
         },
         () => undefined,
+      ),
+    prune: (ref, settings) =>
+      withRepository<PruneOutcome>(
+        ref,
+        async (repo) => {
+          try {
+            const r = await pruneRepository(repo, { owner: settings.owner, repackBelow: settings.repackBelow, maxRepackBytes: settings.maxRepackBytes });
+            return {
+              status: 'pruned',
+              packsDeleted: r.packsDeleted,
+              bytesFreed: r.bytesFreed,
+              packsMarked: r.packsMarked,
+              packsRepacked: r.packsRepacked,
+              bytesRepacked: r.bytesRepacked,
+              packsLeftForLater: r.packsLeftForLater,
+              packsNotRepacked: r.packsNotRepacked,
+            };
+          } catch (e) {
+            // Another prune holds the lock (or took it over): it does this work; the next run prunes again.
+            if (e instanceof LockedError) return { status: 'skipped', reason: e.message };
+            throw e;
+          }
+        },
+        () => ({ status: 'skipped', reason: `there is no repository at ${ref.url} yet` }),
       ),
   };
 }

@@ -11,5 +11,21 @@ export const ApplyRetentionOutput = z.object({
   kept: z.array(z.object({ id: z.string(), vmId: z.string(), time: z.string(), reasons: z.array(z.string()) })),
   removed: z.array(z.object({ id: z.string(), vmId: z.string(), time: z.string() })),
   snapshotSetsDeleted: z.array(z.string()),
+  /** The prune after retention (absent when the policy turns it off). */
+  maintenance: z
+    .discriminatedUnion('status', [
+      z.object({
+        status: z.literal('pruned'),
+        packsDeleted: z.number(),
+        bytesFreed: z.number(),
+        packsMarked: z.number(),
+        packsRepacked: z.number(),
+        bytesRepacked: z.number(),
+        packsLeftForLater: z.number(),
+        packsNotRepacked: z.number(),
+      }),
+      z.object({ status: z.literal('skipped'), reason: z.string() }),
+    ])
+    .optional(),
 });
 export type ApplyRetentionOutput = z.infer<typeof ApplyRetentionOutput>;

@@ -1,7 +1,9 @@
 // After every VM: applies the policy's retention to its restore points (per
-// VM, measured from that VM's newest complete point) and deletes snapshot sets
+// VM, measured from that VM's newest complete point), deletes snapshot sets
 // no longer needed — only the newest set a backup succeeded from is kept, as
-// the parent of the next incremental.
+// the parent of the next incremental — and prunes the repository, so that the
+// space of the restore points removed comes back (two-phase: a pack this run
+// marks goes at a run at least 24 h later).
 
 import type { StepDeps } from '../step-deps.js';
 import { ApplyRetentionInput, type ApplyRetentionOutput } from './schema.js';
@@ -51,5 +53,13 @@ export async function runApplyRetention(rawInput: ApplyRetentionInput, deps: Pic
     }
   }
   deps.logger.info('retention applied', { runId: run.runId, kept: out.kept.length, removed: out.removed.length, snapshotSetsDeleted: out.snapshotSetsDeleted.length });
+
+  // Last: a prune that fails (and is retried) has nothing left undone before it.
+  if (run.maintenance.prune) {
+    const settings = { owner: `run ${run.runId} (policy ${run.policy})`, repackBelow: run.maintenance.repackBelow, maxRepackBytes: run.maintenance.maxRepackMiB * 1024 * 1024 };
+    out.maintenance = await deps.restorePoints.prune(run.repository, settings);
+    if (out.maintenance.status === 'pruned') deps.logger.info('repository pruned', { runId: run.runId, ...out.maintenance });
+    else deps.logger.warn('repository prune skipped', { runId: run.runId, reason: out.maintenance.reason });
+  }
   return out;
 }

@@ -30,6 +30,7 @@ export async function runPlanBackup(rawInput: PlanBackupInput, deps: Pick<StepDe
       startedAt: now.toISOString(),
       repository: policy.repository,
       retention: policy.retention,
+      maintenance: policy.maintenance,
       worker: policy.worker,
       tags: { policy: policy.name, schedule: policy.schedule },
     },

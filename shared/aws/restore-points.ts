@@ -19,5 +19,6 @@ export function createAwsRestorePoints(opts: { ssm: () => SSMClient; s3Client?: 
   return {
     list: async (ref, filter) => (await port()).list(ref, filter),
     forget: async (ref, ids) => (await port()).forget(ref, ids),
+    prune: async (ref, settings) => (await port()).prune(ref, settings),
   };
 }

@@ -21,6 +21,19 @@ export const RetentionSchema = z.strictObject({
 });
 export type Retention = z.infer<typeof RetentionSchema>;
 
+/**
+ * What a run does to the repository after retention: prune (two-phase, under the exclusive lock;
+ * docs/repository-format.md), repacking packs restore points need less than `repackBelow` of,
+ * copying at most `maxRepackMiB` of blocks per run (the sparsest packs first, the rest next run).
+ */
+export const MaintenanceSchema = z.strictObject({
+  prune: z.boolean({ error: 'must be true or false' }).default(true),
+  repackBelow: z.number({ error: 'must be a share from 0 (never repack) to 1, such as 0.5' }).min(0, 'must be a share from 0 (never repack) to 1, such as 0.5').max(1, 'must be a share from 0 (never repack) to 1, such as 0.5').default(0.5),
+  maxRepackMiB: count.default(2048),
+});
+export type Maintenance = z.infer<typeof MaintenanceSchema>;
+export const DEFAULT_MAINTENANCE: Maintenance = { prune: true, repackBelow: 0.5, maxRepackMiB: 2048 };
+
 /** Where the repository key comes from. Never the key itself. */
 export const KeyRefSchema = z.union([
   z.strictObject({ passphraseEnv: z.string().min(1) }),
@@ -85,6 +98,7 @@ export const PolicySchema = z.strictObject({
   schedule: z.string().regex(CRON, 'must be a 5-field cron expression, e.g. "0 2 * * *"').default('0 2 * * *'),
   maxConcurrency: z.number().int().min(1).max(40).default(4),
   retention: RetentionSchema.default({ last: 0, daily: 7, weekly: 4, monthly: 12, yearly: 0 }),
+  maintenance: MaintenanceSchema.default(DEFAULT_MAINTENANCE),
   repository: RepositorySchema,
   worker: WorkerSettingsSchema.default({ privateNetwork: true, profiles: {}, placement: {}, tags: {} }),
 });

@@ -3,7 +3,7 @@
 // steps, and each step takes what it needs from it.
 
 import { z } from 'zod';
-import { PROVIDERS, RepositorySchema, WorkerSettingsSchema, RetentionSchema } from './config.js';
+import { PROVIDERS, RepositorySchema, WorkerSettingsSchema, RetentionSchema, MaintenanceSchema, DEFAULT_MAINTENANCE } from './config.js';
 
 const Iso = z.string().min(1);
 
@@ -26,6 +26,8 @@ export const RunContextSchema = z.object({
   startedAt: Iso,
   repository: RepositorySchema,
   retention: RetentionSchema,
+  /** Absent in a run planned before maintenance existed: the defaults. */
+  maintenance: MaintenanceSchema.default(DEFAULT_MAINTENANCE),
   worker: WorkerSettingsSchema,
   /** Tags put on the restore points and snapshots of this run. */
   tags: z.record(z.string(), z.string()),

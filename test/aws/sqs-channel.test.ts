@@ -29,7 +29,7 @@ async function setup(over: Partial<typeof settings> = {}) {
   uploadBundle(fake);
   fake.addVm('i-0aaaaaaaaaaaaaaa1', { Name: 'web-1', backup: 'web' }, [{ device: '/dev/xvda', sizeGiB: 8 }]);
   const clock = fixedClock('2024-05-01T02:00:00Z');
-  const cloud = createAwsCloud({ settings: { ...settings, ...over }, clients: sameClients(fake.clients), snapshotClients: sameClients(fake.clients), s3: fake.clients.s3, clock, presign: testPresign, pollMs: 1000, restorePoints: { list: async () => [], forget: async () => {} } });
+  const cloud = createAwsCloud({ settings: { ...settings, ...over }, clients: sameClients(fake.clients), snapshotClients: sameClients(fake.clients), s3: fake.clients.s3, clock, presign: testPresign, pollMs: 1000, restorePoints: { list: async () => [], forget: async () => {}, prune: async () => ({ status: 'skipped', reason: 'not used here' }) } });
   const [vm] = await cloud.snapshots.findVms({ ids: ['i-0aaaaaaaaaaaaaaa1'] });
   const parent = await cloud.snapshots.createSnapshotSet({ runId: 'r0', vm: vm!, tags: { 'tender:appliance': 'acme' } });
   const set = await cloud.snapshots.createSnapshotSet({ runId: 'r1', vm: vm!, tags: { 'tender:appliance': 'acme' } });

@@ -15,7 +15,7 @@ import { createAwsCloud } from '../../shared/aws/aws-cloud.js';
 import { sameClients } from '../../shared/aws/clients.js';
 import { clearAmiCache } from '../../shared/aws/worker-ami.js';
 import { receiveJob, runAwsJob } from '../../shared/aws/worker-agent.js';
-import type { RestorePointInfo, RestorePoints } from '../../shared/ports/restore-points.js';
+import type { PruneSettings, RestorePointInfo, RestorePoints } from '../../shared/ports/restore-points.js';
 import { createFakeAws, testPresign, uploadBundle, type FakeAws } from './fake-aws.js';
 import { awsPolicy, settings } from './fixtures.js';
 
@@ -33,9 +33,14 @@ function setup(opts: { fake?: Parameters<typeof createFakeAws>[0]; agent?: 'runs
   const clock = fixedClock('2024-05-01T02:00:00Z');
   const points: RestorePointInfo[] = [];
   const forgotten: string[] = [];
+  const prunes: PruneSettings[] = [];
   const restorePoints: RestorePoints = {
     list: async (_r, f = {}) => points.filter((p) => (!f.policy || p.policy === f.policy) && (!f.vmId || p.vmId === f.vmId)),
     forget: async (_r, ids) => void forgotten.push(...ids),
+    prune: async (_r, settings) => {
+      prunes.push(settings);
+      return { status: 'pruned', packsDeleted: 2, bytesFreed: 64 << 20, packsMarked: 1, packsRepacked: 0, bytesRepacked: 0, packsLeftForLater: 0, packsNotRepacked: 0 };
+    },
   };
   const cloud = createAwsCloud({ settings, clients: sameClients(fake.clients), s3: fake.clients.s3, clock, logger: silentLogger, presign: testPresign, pollMs: 1000, restorePoints });
   // The worker: the real agent takes the job from its queue and reports on the status queue.
@@ -61,7 +66,7 @@ function setup(opts: { fake?: Parameters<typeof createFakeAws>[0]; agent?: 'runs
       });
   }
   const deps = { cloud, restorePoints, clock, logger: silentLogger };
-  return { deps, clock, points, forgotten };
+  return { deps, clock, points, forgotten, prunes };
 }
 
 const run = (deps: ReturnType<typeof setup>['deps'], runId: string, inject?: Parameters<typeof executeBackup>[0]['inject']) =>
@@ -79,7 +84,7 @@ function leftovers() {
 
 test('aws run: every VM backed up through the real adapters; nothing left running, staged, queued or granted; the next run is incremental', async () => {
   // Prepare
-  const { deps } = setup();
+  const { deps, prunes } = setup();
   // Act
   const s = await run(deps, 'r1');
   // Assess
@@ -100,6 +105,12 @@ test('aws run: every VM backed up through the real adapters; nothing left runnin
   assert.ok(s2.vms.every((v) => v.outcome === 'succeeded' && v.incremental === true), JSON.stringify(s2.vms));
   assert.ok(!('error' in s2.retention) && s2.retention.snapshotSetsDeleted.length === 2, 'r1 sets no longer needed as parents');
   assert.deepEqual(leftovers(), { workers: [], staged: [], queues: [], grants: [] });
+  // Each run pruned the repository after retention, with the policy's settings, and reported it.
+  assert.deepEqual(prunes.map((p) => [p.owner, p.repackBelow, p.maxRepackBytes]), [
+    ['run r1 (policy web)', 0.5, 2048 * 1024 * 1024],
+    ['run r2 (policy web)', 0.5, 2048 * 1024 * 1024],
+  ]);
+  assert.ok(!('error' in s2.retention) && s2.retention.maintenance?.status === 'pruned' && s2.retention.maintenance.bytesFreed === 64 << 20, JSON.stringify(s2.retention));
 });
 
 const steps: StepName[] = PER_VM_STAGES.flatMap((st) => (st.poll ? [st.step, st.poll.step] : [st.step])).filter((x) => x !== STEP.recordOutcome);

@@ -42,6 +42,9 @@ test('npm start flow: full run, incremental run reading fewer bytes, restore mat
     const db = r.second.vms.find((v) => v.vmId === 'vm-db-1')!;
     assert.ok((db.bytesRead ?? 0) > 0, 'the changed VM had blocks to read');
     assert.equal(r.restoredSha256, r.snapshotSha256);
+    // Each run pruned the repository after retention, through the real port (nothing is old enough to go yet).
+    for (const s of [r.first, r.second]) assert.ok(!('error' in s.retention) && s.retention.maintenance?.status === 'pruned' && s.retention.maintenance.packsDeleted === 0, JSON.stringify(s.retention));
+    assert.match(text, /Prune: freed 0 B \(0 pack\(s\)\)/);
     assert.match(text, /identical: the restored disk is the snapshot/);
     assert.match(text, /e2fsck: the restored ext4 filesystem is clean/);
     assert.match(text, /1\/5 .*\n[\s\S]*5\/5 /, 'says what it does at each stage');

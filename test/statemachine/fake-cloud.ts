@@ -3,7 +3,7 @@
 // records) so tests assert on the world, not on calls.
 
 import type { CloudPorts, JobStatus, RunRecord, SnapshotSet, Vm, WorkerJob } from '../../shared/ports/cloud.js';
-import type { RestorePointInfo, RestorePoints } from '../../shared/ports/restore-points.js';
+import type { PruneSettings, RestorePointInfo, RestorePoints } from '../../shared/ports/restore-points.js';
 import { NotFoundError } from '../../shared/core/errors.js';
 
 export interface FakeWorld {
@@ -15,6 +15,7 @@ export interface FakeWorld {
   runs: RunRecord[];
   points: RestorePointInfo[];
   forgotten: string[];
+  prunes: PruneSettings[];
   /** Polls before a snapshot / worker / job is ready or done. */
   pendingPolls: number;
 }
@@ -24,7 +25,7 @@ export function fakeVm(id: string, diskGiB = [8]): Vm {
 }
 
 export function createFakeCloud(vms: Vm[], opts: { pendingPolls?: number } = {}): { cloud: CloudPorts; restorePoints: RestorePoints; world: FakeWorld } {
-  const world: FakeWorld = { vms, sets: new Map(), workers: new Map(), grants: [], jobs: new Map(), runs: [], points: [], forgotten: [], pendingPolls: opts.pendingPolls ?? 1 };
+  const world: FakeWorld = { vms, sets: new Map(), workers: new Map(), grants: [], jobs: new Map(), runs: [], points: [], forgotten: [], prunes: [], pendingPolls: opts.pendingPolls ?? 1 };
   const setPolls = new Map<string, number>();
   const workerPolls = new Map<string, number>();
   let seq = 0;
@@ -149,6 +150,10 @@ export function createFakeCloud(vms: Vm[], opts: { pendingPolls?: number } = {})
     async forget(_repo, ids) {
       world.forgotten.push(...ids);
       world.points = world.points.filter((p) => !ids.includes(p.id));
+    },
+    async prune(_repo, settings) {
+      world.prunes.push(settings);
+      return { status: 'pruned', packsDeleted: 0, bytesFreed: 0, packsMarked: 0, packsRepacked: 0, bytesRepacked: 0, packsLeftForLater: 0, packsNotRepacked: 0 };
     },
   };
   return { cloud, restorePoints, world };

@@ -12,7 +12,7 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { addKey, initRepository, openOrInitRepository, openRepository, type Repository } from '../../worker/repository.js';
 import { backupVm } from '../../worker/backup.js';
 import { restoreDisk } from '../../worker/restore.js';
-import { forgetRestorePoints, listRestorePoints, readAllManifests } from '../../worker/restore-points.js';
+import { createRestorePointsPort, forgetRestorePoints, listRestorePoints, readAllManifests } from '../../worker/restore-points.js';
 import { verifyRepository } from '../../worker/verify.js';
 import { pruneRepository, acquireExclusiveLock } from '../../worker/prune.js';
 import { createImageSink, openImageSource, writeBlockDigestMap } from '../../worker/sources/image-file.js';
@@ -432,6 +432,88 @@ test('a pack due for a repack with a block that does not authenticate is left wh
   assert.ok(first.packsRepacked >= 1, 'the other sparse packs were repacked');
   assert.ok(store.objects.has(damagedPack), 'the damaged pack is left as it is, for verify to name');
   await repo.close();
+});
+
+test('a prune capped in what it copies repacks the sparsest packs first, leaves the others whole for later prunes, and those finish the job', async () => {
+  // Prepare: v1's packs due for a repack each hold one block v2 needs.
+  const { dir, v2 } = await twoVersions();
+  const { store, repo, clock, r2 } = await withV1Forgotten(dir);
+  const uncapped = await pruneRepository(repo, { dryRun: true });
+  const capped = { maxRepackBytes: Math.floor(1.5 * BS) };
+  // Act
+  const first = await pruneRepository(repo, capped);
+  const afterFirst = dataBytes(store);
+  const later = [];
+  for (let i = 0; i < 8; i++) {
+    clock.advance(2 * DAY);
+    const r = await pruneRepository(repo, capped);
+    later.push(r);
+    if (r.packsLeftForLater === 0 && r.packsRepacked === 0 && r.packsDeleted === 0) break;
+  }
+  // Assess: one pack repacked per prune (the cap holds one block, and a pack holding two of v2's
+  // blocks is taken alone, or it would never be repacked)…
+  assert.ok(uncapped.packsRepacked >= 2, `${uncapped.packsRepacked} packs due for a repack`);
+  assert.equal(first.packsRepacked, 1);
+  assert.ok(first.bytesRepacked > 0 && first.bytesRepacked < uncapped.bytesRepacked, `copied ${first.bytesRepacked} of ${uncapped.bytesRepacked} bytes`);
+  assert.equal(first.packsLeftForLater, uncapped.packsRepacked - 1);
+  for (const r of later) assert.ok(r.packsRepacked <= 1, `${r.packsRepacked} packs repacked by one prune`);
+  // …and the prunes after it repacked the rest and freed the old packs.
+  assert.equal(later.reduce((n, r) => n + r.packsRepacked, first.packsRepacked), uncapped.packsRepacked);
+  assert.equal(later.at(-1)!.packsLeftForLater, 0);
+  assert.ok(dataBytes(store) < afterFirst, `${dataBytes(store)} bytes of packs at the end, ${afterFirst} after the first prune`);
+  assert.ok(dataBytes(store) < 24 * BS * 1.1, `${dataBytes(store)} bytes of packs left for a 24-block disk`);
+  assert.equal(sha(await restoreToBuffer(repo, r2.restorePointId, 'root', dir)), sha(v2));
+  const reopened = await openRepository(store, PASS, { threads: 2 });
+  assert.equal((await verifyRepository(reopened, { readData: true })).ok, true);
+  assert.equal(sha(await restoreToBuffer(reopened, r2.restorePointId, 'root', dir)), sha(v2), 'from a fresh open (the index on disk)');
+  await Promise.all([repo.close(), reopened.close()]);
+});
+
+test('a prune with a cap of 0 copies nothing and deletes no pack a restore point needs', async () => {
+  const { dir, v2 } = await twoVersions();
+  const { store, repo, clock, r2 } = await withV1Forgotten(dir);
+  const before = dataBytes(store);
+  const first = await pruneRepository(repo, { maxRepackBytes: 0 });
+  clock.advance(2 * DAY);
+  const second = await pruneRepository(repo, { maxRepackBytes: 0 });
+  assert.equal(first.packsRepacked + second.packsRepacked, 0);
+  assert.ok(first.packsLeftForLater >= 2 && second.packsLeftForLater === first.packsLeftForLater);
+  // Only the packs no restore point needs went; the sparse ones are all still there.
+  assert.equal(second.packsDeleted, first.packsMarked);
+  assert.equal(dataBytes(store), before - second.bytesFreed);
+  assert.equal(sha(await restoreToBuffer(repo, r2.restorePointId, 'root', dir)), sha(v2));
+  await repo.close();
+});
+
+test('the pipelines\' prune (RestorePoints.prune): prunes with the policy\'s settings, and skips — saying why — when another prune holds the lock or there is no repository', async () => {
+  // Prepare: a repository where v1 is forgotten and its packs are long past the margin.
+  const { dir, v2 } = await twoVersions();
+  const { store, repo, r2 } = await withV1Forgotten(dir);
+  await repo.close();
+  const empty = createMemoryStore();
+  const port = createRestorePointsPort({ openStore: async (url) => (url === 'mem:empty' ? empty : store), secret: async () => PASS });
+  const ref = { url: 'mem:repo', key: { passphraseEnv: 'UNUSED' } };
+  const settings = { owner: 'run r9 (policy web)', repackBelow: 0.5, maxRepackBytes: 2048 * 1024 * 1024 };
+  // Act
+  const held = await acquireExclusiveLock(await openRepository(store, PASS, { threads: 1 }), 'a prune on another machine');
+  const objectsBefore = [...store.objects.keys()].sort();
+  const locked = await port.prune(ref, settings);
+  const objectsWhileLocked = [...store.objects.keys()].sort();
+  await held.release();
+  const capped = await port.prune(ref, { ...settings, maxRepackBytes: 0 });
+  const pruned = await port.prune(ref, settings);
+  const missing = await port.prune({ ...ref, url: 'mem:empty' }, settings);
+  // Assess
+  assert.equal(locked.status, 'skipped');
+  assert.match(locked.status === 'skipped' ? locked.reason : '', /locked for maintenance by a prune on another machine/);
+  assert.deepEqual(objectsWhileLocked, objectsBefore, 'nothing written or deleted while another prune held the lock');
+  assert.ok(capped.status === 'pruned' && capped.packsRepacked === 0 && capped.packsLeftForLater > 0 && capped.packsMarked > 0, JSON.stringify(capped));
+  assert.ok(pruned.status === 'pruned' && pruned.packsRepacked > 0 && pruned.bytesRepacked > 0 && pruned.packsLeftForLater === 0, JSON.stringify(pruned));
+  assert.deepEqual(missing, { status: 'skipped', reason: 'there is no repository at mem:empty yet' });
+  assert.equal(store.objects.has('locks/exclusive'), false, 'the lock is released');
+  const reopened = await openRepository(store, PASS, { threads: 2 });
+  assert.equal(sha(await restoreToBuffer(reopened, r2.restorePointId, 'root', dir)), sha(v2));
+  await reopened.close();
 });
 
 test('prune keeps young unreferenced packs (a backup may still be writing) and takes an exclusive lock', async () => {
